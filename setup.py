@@ -1,0 +1,25 @@
+"""Install LiBai on PyTorch: the `libai` package plus the packaged `configs/`."""
+from setuptools import find_packages, setup
+
+setup(
+    name="libai",
+    version="0.1.0",
+    description="LiBai's lazy-config trainer with data, tensor and pipeline parallelism, on PyTorch",
+    python_requires=">=3.9",
+    packages=find_packages(include=["libai", "libai.*"]) + ["libai.config.configs"],
+    # `configs/` lives at the repository root (as in LiBai) and is installed as
+    # `libai/config/configs`, so `get_config("common/train.py")` works from any directory.
+    package_dir={"libai.config.configs": "configs"},
+    package_data={"libai.config.configs": ["**/*.py", "**/*.yaml"]},
+    install_requires=[
+        "torch>=2.6",
+        "numpy",
+        "omegaconf>=2.1",
+        "pyyaml",
+        "cloudpickle",
+        "safetensors",
+        "tensorboard",
+        "tqdm",
+    ],
+    extras_require={"test": ["pytest"]},
+)
