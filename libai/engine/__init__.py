@@ -1,0 +1,14 @@
+"""Training engine: the loop, its hooks and the default trainer."""
+from libai.engine import hooks
+from libai.engine.default import DefaultTrainer, default_argument_parser, default_setup
+from libai.engine.trainer import EagerTrainer, GraphTrainer, TrainerBase
+
+__all__ = [
+    "hooks",
+    "DefaultTrainer",
+    "default_argument_parser",
+    "default_setup",
+    "EagerTrainer",
+    "GraphTrainer",
+    "TrainerBase",
+]

@@ -1,0 +1,15 @@
+"""Optimizer construction with LiBai's parameter-group rules."""
+
+from .build import (
+    build_optimizer,
+    get_default_optimizer_params,
+    is_norm_module,
+    reduce_param_groups,
+)
+
+__all__ = [
+    "build_optimizer",
+    "get_default_optimizer_params",
+    "is_norm_module",
+    "reduce_param_groups",
+]

@@ -1,0 +1,21 @@
+"""Learning-rate schedulers with warmup (LiBai names and semantics) on torch.optim."""
+
+from .lr_scheduler import (
+    WarmupCosineAnnealingLR,
+    WarmupCosineLR,
+    WarmupExponentialLR,
+    WarmupMultiStepLR,
+    WarmupPolynomialLR,
+    WarmupStepLR,
+    build_lr_scheduler,
+)
+
+__all__ = [
+    "WarmupCosineLR",
+    "WarmupCosineAnnealingLR",
+    "WarmupStepLR",
+    "WarmupMultiStepLR",
+    "WarmupExponentialLR",
+    "WarmupPolynomialLR",
+    "build_lr_scheduler",
+]

@@ -327,3 +327,35 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+# --------------------------------------------------------------------------------------
+# Wrapping a model for data parallelism
+# --------------------------------------------------------------------------------------
+
+
+def wrap_data_parallel(model: torch.nn.Module) -> torch.nn.Module:
+    """Average gradients over data-parallel ranks (DDP); the model itself on one replica.
+
+    DDP broadcasts rank 0's weights at construction, so every replica starts equal, and
+    averages gradients in buckets overlapped with backward.
+    """
+    if get_data_parallel_size() == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = get_device()
+    return DistributedDataParallel(
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        process_group=get_data_parallel_group(),
+    )
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The user's module inside data-parallel or compile wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner

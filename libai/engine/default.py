@@ -1,0 +1,515 @@
+"""`DefaultTrainer` and the setup around it, following LiBai's `engine/default.py` flow.
+
+A tool (see `tools/train_net.py`) does:
+    args = default_argument_parser().parse_args()
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    default_setup(cfg, args)
+    DefaultTrainer(cfg).train()
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import random
+import sys
+from collections import OrderedDict
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from libai.config import LazyConfig, instantiate, try_get_key
+from libai.data.structures import Instance
+from libai.engine import hooks
+from libai.engine.trainer import EagerTrainer, GraphTrainer, TrainerBase
+from libai.evaluation import inference_on_dataset
+from libai.optim import build_optimizer
+from libai.utils import distributed as dist
+from libai.utils.checkpoint import Checkpointer
+from libai.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from libai.utils.logger import setup_logger
+
+logger = logging.getLogger(__name__)
+
+
+class BatchSizeError(ValueError):
+    """`train_micro_batch_size`, `global_batch_size` and `num_accumulation_steps` disagree."""
+
+
+# --------------------------------------------------------------------------------------
+# Command line and setup
+# --------------------------------------------------------------------------------------
+
+
+def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser of LiBai's tools: `--config-file`, `--resume`, `--eval-only`,
+    `--fast-dev-run`, then `key=value` config overrides."""
+    parser = argparse.ArgumentParser(
+        epilog=epilog
+        or (
+            "Examples:\n"
+            "  bash tools/train.sh tools/train_net.py projects/mnist/config.py 8\n"
+            "  python tools/train_net.py --config-file projects/mnist/config.py "
+            "train.train_iter=100 train.output_dir=output/try\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="resume from the last checkpoint in train.output_dir (model, optimizer, "
+        "scheduler, iteration and data position)",
+    )
+    parser.add_argument("--eval-only", action="store_true", help="evaluate the model, no training")
+    parser.add_argument(
+        "--fast-dev-run",
+        action="store_true",
+        help="a quick check: 20 iterations, evaluation every 10, log every iteration",
+    )
+    parser.add_argument(
+        "opts",
+        default=None,
+        nargs=argparse.REMAINDER,
+        help="config overrides as key=value, e.g. train.train_iter=100 train.dist.tensor_parallel_size=2",
+    )
+    return parser
+
+
+def default_setup(cfg, args) -> None:
+    """Prepare a run: process group and mesh, batch sizes, logs, seed and `config.yaml`.
+
+    Applies `--resume` and `--fast-dev-run`, starts the process group and builds the mesh
+    from `train.dist`, checks `global = micro x dp x accumulation`, sets up `log.txt` (and
+    per-rank logs), seeds every rank with `train.seed` (the same seed everywhere, so the
+    initial weights do not depend on the layout) and writes `config.yaml` on rank 0.
+    """
+    train = cfg.train
+    train.resume = bool(getattr(args, "resume", False))
+    if getattr(args, "fast_dev_run", False):
+        train.train_epoch = 0
+        train.train_iter = 20
+        train.evaluation.eval_period = 10
+        train.log_period = 1
+
+    util = dist.setup_dist_util(train.dist, device=try_get_key(cfg, "train.device", default="auto"))
+    _record_layout(cfg, util)
+    resolve_batch_sizes(train, util.data_parallel_size)
+
+    output_dir = train.output_dir
+    if dist.is_main_process() and output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+    dist.synchronize()
+    setup_logger(output_dir, distributed_rank=dist.get_rank())
+    logger.info(
+        "Rank %d of %d, layout dp=%d tp=%d pp=%d on %s",
+        dist.get_rank(),
+        dist.get_world_size(),
+        util.data_parallel_size,
+        util.tensor_parallel_size,
+        util.pipeline_parallel_size,
+        util.device_type,
+    )
+    if getattr(args, "config_file", ""):
+        logger.info("Config file: %s", args.config_file)
+    seed_all(int(train.seed))
+    save_config(cfg)
+
+
+def _record_layout(cfg, util) -> None:
+    """Write the layout derived at run time into the config (it goes to config.yaml)."""
+    nodes = int(os.environ.get("NNODES", os.environ.get("GROUP_WORLD_SIZE", 1)) or 1)
+    world = dist.get_world_size()
+    cfg.train.dist.data_parallel_size = util.data_parallel_size
+    cfg.train.dist.num_nodes = nodes
+    cfg.train.dist.num_gpus_per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world // nodes))
+    cfg.train.dist.pipeline_stage_ids = list(util.layer_stage_ids)
+
+
+def resolve_batch_sizes(train, data_parallel_size: int) -> None:
+    """Fill in whichever of micro batch, global batch and accumulation steps is missing.
+
+    `global_batch_size = train_micro_batch_size x data_parallel_size x
+    num_accumulation_steps`; any two determine the third, and an inconsistent triple is a
+    `BatchSizeError` that says which values would fit.
+    """
+    micro = train.get("train_micro_batch_size")
+    global_ = train.get("global_batch_size")
+    accum = train.get("num_accumulation_steps")
+    dp = int(data_parallel_size)
+    if micro is None and (global_ is None or accum is None):
+        raise BatchSizeError(
+            "train.train_micro_batch_size is None: set it, or set both train.global_batch_size "
+            "and train.num_accumulation_steps"
+        )
+    if micro is None:
+        micro, rest = divmod(int(global_), dp * int(accum))
+        if rest or micro == 0:
+            raise BatchSizeError(
+                f"train.global_batch_size={global_} is not divisible by data_parallel_size={dp} x "
+                f"num_accumulation_steps={accum}: change one of them"
+            )
+    elif global_ is None:
+        accum = int(accum or 1)
+        global_ = int(micro) * dp * accum
+    elif accum is None:
+        accum, rest = divmod(int(global_), int(micro) * dp)
+        if rest or accum == 0:
+            raise BatchSizeError(
+                f"train.global_batch_size={global_} is not a multiple of train_micro_batch_size="
+                f"{micro} x data_parallel_size={dp} = {int(micro) * dp}: set global_batch_size to a "
+                f"multiple of {int(micro) * dp} or change train_micro_batch_size"
+            )
+    elif int(micro) * dp * int(accum) != int(global_):
+        raise BatchSizeError(
+            f"train.global_batch_size={global_} != train_micro_batch_size={micro} x "
+            f"data_parallel_size={dp} x num_accumulation_steps={accum} = "
+            f"{int(micro) * dp * int(accum)}: set only two of the three"
+        )
+    train.train_micro_batch_size = int(micro)
+    train.global_batch_size = int(global_)
+    train.num_accumulation_steps = int(accum)
+
+
+def seed_all(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def save_config(cfg) -> None:
+    """Write the resolved config to `train.output_dir/config.yaml` (rank 0 only)."""
+    output_dir = cfg.train.output_dir
+    if dist.is_main_process() and output_dir:
+        path = os.path.join(output_dir, "config.yaml")
+        LazyConfig.save(cfg, path)
+        logger.info("Full config saved to %s", path)
+
+
+def auto_scale_hyperparams(cfg, data_loader) -> None:
+    """Turn epochs and ratios into iterations, as LiBai does.
+
+    `train_iter = max(ceil(len(dataset) * train_epoch / global_batch_size), train_iter)`,
+    `warmup_iter = ceil(train_iter * warmup_ratio)`; `eval_after_n_epoch` and
+    `checkpointer.save_model_after_n_epoch` become periods in iterations.
+    """
+    train = cfg.train
+    gbs = train.global_batch_size
+    dataset_len = len(data_loader.dataset)
+    iters_per_epoch = math.ceil(dataset_len / gbs)
+    if train.train_epoch:
+        train.train_iter = max(math.ceil(dataset_len * train.train_epoch / gbs), train.train_iter)
+    train.warmup_iter = math.ceil(train.train_iter * train.warmup_ratio)
+    train.samples = train.train_iter * gbs
+    if try_get_key(cfg, "train.evaluation.eval_after_n_epoch"):
+        train.evaluation.eval_period = iters_per_epoch * train.evaluation.eval_after_n_epoch
+    if try_get_key(cfg, "train.checkpointer.save_model_after_n_epoch"):
+        train.checkpointer.period = iters_per_epoch * train.checkpointer.save_model_after_n_epoch
+    logger.info(
+        "Auto-scaled: train_iter=%d warmup_iter=%d global_batch_size=%d (%d samples, %.2f epochs)",
+        train.train_iter,
+        train.warmup_iter,
+        gbs,
+        train.samples,
+        train.samples / max(dataset_len, 1),
+    )
+
+
+def _autocast_setup(cfg) -> tuple[Optional[torch.dtype], Optional[torch.amp.GradScaler]]:
+    """AMP from `train.amp`: (autocast dtype, grad scaler); bf16 on CPU, fp16 on CUDA."""
+    if not try_get_key(cfg, "train.amp.enabled", default=False):
+        return None, None
+    device_type = dist.get_device().type
+    name = try_get_key(cfg, "train.amp.dtype", default=None) or (
+        "float16" if device_type == "cuda" else "bfloat16"
+    )
+    dtype = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}.get(name)
+    if dtype is None:
+        raise ValueError(f"train.amp.dtype={name!r} is not supported: use 'bfloat16' or 'float16'")
+    if dtype == torch.float16 and device_type == "cpu":
+        logger.warning("fp16 autocast on CPU is slow and has no loss scaling here; consider bfloat16")
+    scaler = torch.amp.GradScaler(device_type) if dtype == torch.float16 and device_type == "cuda" else None
+    return dtype, scaler
+
+
+# --------------------------------------------------------------------------------------
+# DefaultTrainer
+# --------------------------------------------------------------------------------------
+
+
+class DefaultTrainer(TrainerBase):
+    """Build everything a LiBai config describes and train it.
+
+    Builds, in this order: tokenizer, data loaders (which must know the resumed data
+    position), model, optimizer, LR scheduler, optional graph, checkpointer (and resume),
+    then the default hooks: IterationTimer, LRScheduler, PeriodicCheckpointer, EvalHook and
+    BestCheckpointer when evaluation is on, PeriodicWriter on rank 0. Every `build_*`
+    classmethod can be overridden by a subclass.
+    """
+
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        self.cfg = cfg
+        train = cfg.train
+        self.start_iter = self._start_iter_from_last_checkpoint(cfg) if train.resume else 0
+        train.start_iter = self.start_iter
+        train.consumed_train_samples = self.start_iter * train.global_batch_size
+
+        self.tokenizer = self.build_tokenizer(cfg)
+        self.train_loader, self.val_loader, self.test_loader = self.build_train_loader(cfg, self.tokenizer)
+        self.test_loader = [l for l in [self.val_loader, self.test_loader] if l is not None]
+        self.test_loader.extend(self.build_test_loader(cfg, self.tokenizer))
+        auto_scale_hyperparams(cfg, self.train_loader)
+        save_config(cfg)
+
+        self.model = self.build_model(cfg)
+        self.optimizer = self.build_optimizer(cfg, self.model)
+        self.lr_scheduler = self.build_lr_scheduler(cfg, self.optimizer)
+        self.checkpointer = Checkpointer(
+            self.model, train.output_dir, optimizer=self.optimizer, lr_scheduler=self.lr_scheduler
+        )
+        self.resume_or_load(train.resume)
+        self.global_batch_size = train.global_batch_size
+        self.max_iter = train.train_iter
+
+        train_model = dist.wrap_data_parallel(self.model)
+        autocast_dtype, grad_scaler = _autocast_setup(cfg)
+        trainer_cls = EagerTrainer
+        if try_get_key(cfg, "graph.enabled", default=False):
+            train_model = self.build_graph(cfg, train_model, self.optimizer, self.lr_scheduler, is_train=True)
+            trainer_cls = GraphTrainer
+        self._trainer = trainer_cls(
+            train_model,
+            self.train_loader,
+            self.optimizer,
+            grad_acc_steps=train.num_accumulation_steps,
+            autocast_dtype=autocast_dtype,
+            grad_scaler=grad_scaler,
+        )
+        self.register_hooks(self.build_hooks())
+
+    # ---- resume --------------------------------------------------------------------
+
+    @staticmethod
+    def _start_iter_from_last_checkpoint(cfg) -> int:
+        """The iteration after the checkpoint named in `last_checkpoint` (0 if none)."""
+        probe = Checkpointer(nn.Module(), cfg.train.output_dir)
+        if not probe.has_checkpoint():
+            logger.info("--resume: no checkpoint in %s, starting from scratch", cfg.train.output_dir)
+            return 0
+        name = os.path.basename(probe.get_checkpoint_file().rstrip("/"))
+        if name == "model_final":
+            # The final checkpoint is written after the last iteration.
+            return int(cfg.train.train_iter)
+        try:
+            return int(name.split("_")[-1]) + 1
+        except ValueError:
+            return 0
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """With `resume`, restore everything from the last checkpoint; otherwise load
+        `train.load_weight` (model weights only) if it is set."""
+        extra = self.checkpointer.resume_or_load(self.cfg.train.load_weight, resume=resume)
+        if resume and extra and "iteration" in extra:
+            self.start_iter = int(extra["iteration"]) + 1
+
+    @property
+    def consumed_train_samples(self) -> int:
+        """Samples consumed when the current iteration has finished."""
+        return (self.iter + 1) * self.global_batch_size
+
+    # ---- the loop ------------------------------------------------------------------
+
+    def train(self) -> None:
+        """Train from `start_iter` to `train.train_iter`."""
+        super().train(self.start_iter, self.max_iter)
+
+    def run_step(self) -> None:
+        """One optimizer step (delegated to the eager or graph trainer)."""
+        self._trainer.iter = self.iter
+        self._trainer.run_step(self.get_batch, self.cfg.train.input_placement_device)
+
+    @classmethod
+    def get_batch(cls, data: Instance, input_placement_device: str = "cuda", mixup_func: Optional[Callable] = None) -> dict:
+        """Turn an `Instance` of `DistTensorData` into the model's keyword arguments.
+
+        Each field is laid out for this rank (`to_global`) and keyed by its field name,
+        which is the name of the model's `forward` argument.
+        """
+        if mixup_func is not None:
+            images, labels = mixup_func(data.get("images").tensor, data.get("labels").tensor)
+            data.get("images").tensor = images
+            data.get("labels").tensor = labels
+        batch = {}
+        for key, value in data.get_fields().items():
+            value.to_global()
+            batch[key] = value.tensor
+        return batch
+
+    # ---- hooks and writers -----------------------------------------------------------
+
+    def build_hooks(self) -> list:
+        """LiBai's default hooks, in LiBai's order."""
+        cfg = self.cfg
+        ret = [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(),
+            hooks.PeriodicCheckpointer(
+                self.checkpointer,
+                cfg.train.checkpointer.period,
+                max_to_keep=cfg.train.checkpointer.max_to_keep,
+                max_iter=self.max_iter,
+            ),
+        ]
+        evaluation = cfg.train.evaluation
+        if evaluation.enabled and self.test_loader:
+            ret.append(hooks.EvalHook(evaluation.eval_period, self._evaluate))
+            ret.append(
+                hooks.BestCheckpointer(
+                    evaluation.eval_period,
+                    self.checkpointer,
+                    val_metric=evaluation.eval_metric,
+                    mode=evaluation.eval_mode,
+                )
+            )
+        if dist.is_main_process():
+            ret.append(hooks.PeriodicWriter(self.build_writers(), cfg.train.log_period))
+        return ret
+
+    def build_writers(self) -> list:
+        """Console line, `metrics.json` and TensorBoard events in `train.output_dir`."""
+        output_dir = self.cfg.train.output_dir
+        return [
+            CommonMetricPrinter(self.global_batch_size, self.max_iter),
+            JSONWriter(os.path.join(output_dir, "metrics.json")),
+            TensorboardXWriter(output_dir),
+        ]
+
+    def _evaluate(self) -> dict:
+        return self.test(self.cfg, self.test_loader, self.model)
+
+    # ---- builders users override ---------------------------------------------------
+
+    @classmethod
+    def build_tokenizer(cls, cfg):
+        """The tokenizer from `cfg.tokenization.tokenizer`, or None."""
+        if try_get_key(cfg, "tokenization.tokenizer") is None:
+            return None
+        from libai.tokenizer import build_tokenizer  # NLP projects only
+
+        return build_tokenizer(cfg.tokenization)
+
+    @classmethod
+    def build_model(cls, cfg) -> nn.Module:
+        """Instantiate `cfg.model` on this rank's device."""
+        model = instantiate(cfg.model)
+        model.to(dist.get_device())
+        num_params = sum(p.numel() for p in model.parameters())
+        logger.info("Model: %s (%.3fM parameters)", type(model).__name__, num_params / 1e6)
+        return model
+
+    @classmethod
+    def build_graph(cls, cfg, model, optimizer=None, lr_scheduler=None, is_train: bool = True) -> nn.Module:
+        """Wrap `model` as `cfg.graph.train_graph` / `eval_graph` (a compiled `GraphBase`)."""
+        graph_cfg = cfg.graph.train_graph if is_train else cfg.graph.eval_graph
+        graph_cfg.model = model
+        if is_train:
+            graph_cfg.optimizer = optimizer
+            graph_cfg.lr_scheduler = lr_scheduler
+            graph_cfg.grad_acc_steps = cfg.train.num_accumulation_steps
+        return instantiate(graph_cfg)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model: nn.Module) -> torch.optim.Optimizer:
+        """`build_optimizer(cfg.optim, model)`."""
+        return build_optimizer(cfg.optim, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer: torch.optim.Optimizer):
+        """`cfg.train.scheduler` with the optimizer and the derived iteration counts."""
+        scheduler_cfg = cfg.train.scheduler
+        scheduler_cfg.optimizer = optimizer
+        scheduler_cfg.max_iter = cfg.train.train_iter
+        scheduler_cfg.warmup_iter = cfg.train.warmup_iter
+        return instantiate(scheduler_cfg)
+
+    @classmethod
+    def build_train_loader(cls, cfg, tokenizer=None):
+        """(train, valid, test) loaders from `cfg.dataloader.train`, resuming at
+        `train.consumed_train_samples`."""
+        loader_cfg = cfg.dataloader.train
+        loader_cfg.train_batch_size = cfg.train.train_micro_batch_size
+        loader_cfg.test_batch_size = cfg.train.test_micro_batch_size
+        loader_cfg.seed = cfg.train.seed
+        loader_cfg.consumed_samples = cfg.train.consumed_train_samples
+        loaders = instantiate(loader_cfg)
+        if not isinstance(loaders, (tuple, list)):
+            loaders = (loaders, None, None)
+        return tuple(loaders) + (None,) * (3 - len(loaders))
+
+    @classmethod
+    def build_test_loader(cls, cfg, tokenizer=None) -> list:
+        """The loaders of `cfg.dataloader.test` (a list; empty if none)."""
+        test_cfgs = try_get_key(cfg, "dataloader.test", default=None) or []
+        loaders = []
+        for test_cfg in test_cfgs:
+            test_cfg.test_batch_size = cfg.train.test_micro_batch_size
+            loaders.append(instantiate(test_cfg))
+        return loaders
+
+    @classmethod
+    def build_evaluator(cls, cfg):
+        """A fresh evaluator from `cfg.train.evaluation.evaluator`."""
+        return instantiate(cfg.train.evaluation.evaluator)
+
+    @classmethod
+    def test(cls, cfg, test_loaders, model, evaluator=None) -> dict:
+        """Evaluate `model` on each test loader; results keyed by dataset name when several."""
+        if not isinstance(test_loaders, (list, tuple)):
+            test_loaders = [test_loaders]
+        results = OrderedDict()
+        for idx, loader in enumerate(test_loaders):
+            name = getattr(loader.dataset, "dataset_name", None) or f"dataset_{idx}"
+            data_evaluator = evaluator or cls.build_evaluator(cfg)
+            results[name] = inference_on_dataset(
+                model,
+                loader,
+                cfg.train.test_micro_batch_size,
+                int(cfg.train.evaluation.eval_iter),
+                cls.get_batch,
+                cfg.train.input_placement_device,
+                data_evaluator,
+            )
+            logger.info("Evaluation results for %s: %s", name, dict(results[name]))
+        return next(iter(results.values())) if len(results) == 1 else results
+
+
+# --------------------------------------------------------------------------------------
+# Errors a user can cause end with one line, not a traceback
+# --------------------------------------------------------------------------------------
+
+
+def _user_error_types() -> tuple:
+    from libai.config import ConfigKeyError
+    from libai.utils.checkpoint import CheckpointError
+
+    return (ConfigKeyError, dist.DistLayoutError, BatchSizeError, CheckpointError, FileNotFoundError)
+
+
+def run_with_clear_errors(main: Callable, *args) -> None:
+    """Call `main(*args)`; a user error (bad config key, layout, batch sizes, missing data,
+    unreadable checkpoint) prints one `error: ...` line and exits with status 2.
+
+    All ranks see the same config and files, so only rank 0 prints; every rank exits.
+    """
+    try:
+        main(*args)
+    except _user_error_types() as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {message}", file=sys.stderr, flush=True)
+        sys.exit(2)

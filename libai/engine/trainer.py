@@ -1,0 +1,205 @@
+"""The training loop: a minimal `TrainerBase` with hooks, and the step that trains.
+
+`TrainerBase.train` runs `before_step -> run_step -> after_step` for every iteration and
+lets hooks do everything else (timing, LR schedule, checkpoints, evaluation, logging).
+`EagerTrainer.run_step` is one optimizer step over `grad_acc_steps` micro-batches.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from contextlib import nullcontext
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from libai.utils import distributed as dist
+from libai.utils.events import EventStorage, get_event_storage
+
+logger = logging.getLogger(__name__)
+
+
+class TrainerBase:
+    """Iterate from `start_iter` to `max_iter`, calling the registered hooks around each step.
+
+    Attributes:
+        iter: the current iteration.
+        start_iter: the iteration training starts (or resumes) from.
+        max_iter: the iteration to stop at (exclusive).
+        storage: the `EventStorage` of this run.
+    """
+
+    def __init__(self) -> None:
+        self._hooks: list = []
+        self.iter: int = 0
+        self.start_iter: int = 0
+        self.max_iter: int = 0
+        self.storage: Optional[EventStorage] = None
+
+    def register_hooks(self, hooks: list) -> None:
+        """Append hooks; they run in the order given. `None` entries are skipped."""
+        hooks = [h for h in hooks if h is not None]
+        for hook in hooks:
+            # A weak reference avoids a cycle trainer -> hook -> trainer.
+            hook.trainer = weakref.proxy(self)
+        self._hooks.extend(hooks)
+
+    def train(self, start_iter: int, max_iter: int) -> None:
+        """Run iterations `start_iter .. max_iter - 1`."""
+        logger.info("Starting training from iteration %d", start_iter)
+        self.iter = self.start_iter = start_iter
+        self.max_iter = max_iter
+        with EventStorage(start_iter) as self.storage:
+            try:
+                self.before_train()
+                for self.iter in range(start_iter, max_iter):
+                    self.before_step()
+                    self.run_step()
+                    self.after_step()
+                # After a normal finish `iter` is one past the last step, as in detectron2.
+                self.iter += 1
+            except Exception:
+                logger.exception("Exception during training:")
+                raise
+            finally:
+                self.after_train()
+
+    def before_train(self) -> None:
+        for hook in self._hooks:
+            hook.before_train()
+
+    def after_train(self) -> None:
+        self.storage.iter = self.iter
+        for hook in self._hooks:
+            hook.after_train()
+
+    def before_step(self) -> None:
+        self.storage.iter = self.iter
+        for hook in self._hooks:
+            hook.before_step()
+
+    def after_step(self) -> None:
+        for hook in self._hooks:
+            hook.after_step()
+
+    def run_step(self) -> None:
+        """One training iteration; subclasses define it."""
+        raise NotImplementedError
+
+
+class EagerTrainer(TrainerBase):
+    """One optimizer step over `grad_acc_steps` micro-batches, in eager PyTorch.
+
+    The model follows LiBai's contract: `model(**batch)` returns a dict and every value
+    whose key contains "loss" is summed into the loss. The loss of each micro-batch is
+    divided by `grad_acc_steps`, so the update equals the one of a single global batch.
+    Gradients are clipped per `clip_grad_max_norm` / `clip_grad_norm_type` found in the
+    optimizer's parameter groups (see `get_default_optimizer_params`).
+
+    Args:
+        model: the module to train (possibly wrapped for data parallelism).
+        data_loader: yields `Instance`s; iterated forever.
+        optimizer: a torch optimizer.
+        grad_acc_steps: micro-batches per optimizer step.
+        autocast_dtype: run forward under `torch.autocast` with this dtype (None: fp32).
+        grad_scaler: a `torch.amp.GradScaler` for fp16, else None.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data_loader,
+        optimizer: torch.optim.Optimizer,
+        grad_acc_steps: int = 1,
+        autocast_dtype: Optional[torch.dtype] = None,
+        grad_scaler: Optional[torch.amp.GradScaler] = None,
+    ) -> None:
+        super().__init__()
+        model.train()
+        self.model = model
+        self.data_loader = data_loader
+        self._data_loader_iter = iter(data_loader)
+        self.optimizer = optimizer
+        self.grad_acc_steps = int(grad_acc_steps)
+        self.grad_scaler = grad_scaler
+        self._autocast_dtype = autocast_dtype
+        self._clip_groups = _clip_groups(optimizer)
+
+    def _autocast(self):
+        if self._autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(dist.get_device().type, dtype=self._autocast_dtype)
+
+    def run_step(self, get_batch: Callable, input_placement_device: str = "cuda") -> None:
+        """Forward and backward `grad_acc_steps` micro-batches, clip, step the optimizer."""
+        data_time = 0.0
+        loss_sums: dict[str, torch.Tensor] = {}
+        for micro_step in range(self.grad_acc_steps):
+            start = time.perf_counter()
+            batch = get_batch(
+                next(self._data_loader_iter),
+                input_placement_device,
+                getattr(self.data_loader, "mixup_func", None),
+            )
+            data_time += time.perf_counter() - start
+            # Data-parallel gradients are averaged only on the last micro-batch.
+            is_last = micro_step == self.grad_acc_steps - 1
+            sync = nullcontext() if is_last or not hasattr(self.model, "no_sync") else self.model.no_sync()
+            with sync:
+                with self._autocast():
+                    loss_dict = self.model(**batch)
+                losses = sum(v for k, v in loss_dict.items() if "loss" in k) / self.grad_acc_steps
+                if self.grad_scaler is not None:
+                    self.grad_scaler.scale(losses).backward()
+                else:
+                    losses.backward()
+            for key, value in loss_dict.items():
+                if "loss" in key:
+                    loss_sums[key] = loss_sums.get(key, 0.0) + value.detach().float()
+        self._step_optimizer()
+        self.write_metrics(loss_sums, data_time)
+
+    def _step_optimizer(self) -> None:
+        if self.grad_scaler is not None:
+            self.grad_scaler.unscale_(self.optimizer)
+        for params, max_norm, norm_type in self._clip_groups:
+            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
+        if self.grad_scaler is not None:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def write_metrics(self, loss_sums: dict, data_time: float) -> None:
+        """Put the step's mean losses (over micro-batches and data-parallel ranks) into storage."""
+        keys = list(loss_sums)
+        means = torch.stack([loss_sums[k] for k in keys]) / self.grad_acc_steps
+        means = dist.all_reduce_mean_data_parallel(means).tolist()
+        metrics = dict(zip(keys, means))
+        storage = get_event_storage()
+        storage.put_scalar("total_loss", sum(metrics.values()))
+        storage.put_scalars(data_time=data_time, **metrics)
+
+
+class GraphTrainer(EagerTrainer):
+    """The trainer of graph mode: the same step, around a compiled model (`GraphBase`)."""
+
+
+def _clip_groups(optimizer: torch.optim.Optimizer) -> list[tuple[list, float, float]]:
+    """Parameters to clip together, keyed by their groups' (max_norm, norm_type).
+
+    Groups that share the same clipping settings are clipped on one global norm, so the
+    default optimizer (several weight-decay groups, one clip setting) clips like
+    `clip_grad_norm_(model.parameters())`.
+    """
+    by_setting: dict[tuple[float, float], list] = {}
+    for group in optimizer.param_groups:
+        max_norm = group.get("clip_grad_max_norm")
+        if max_norm is None or max_norm <= 0:
+            continue
+        norm_type = float(group.get("clip_grad_norm_type") or 2.0)
+        by_setting.setdefault((float(max_norm), norm_type), []).extend(group["params"])
+    return [(params, max_norm, norm_type) for (max_norm, norm_type), params in by_setting.items()]

@@ -1,0 +1,442 @@
+"""Training metrics: an `EventStorage` that hooks and the trainer fill each iteration, and
+writers that turn it into a console line, `metrics.json` and TensorBoard events.
+
+The storage is on the hot path (a handful of `put_scalar` calls per iteration), so it
+does no formatting and no I/O; writers do that, and only when `PeriodicWriter` asks.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import statistics
+import time
+from array import array
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+__all__ = [
+    "HistoryBuffer",
+    "EventStorage",
+    "get_event_storage",
+    "EventWriter",
+    "JSONWriter",
+    "TensorboardXWriter",
+    "CommonMetricPrinter",
+]
+
+logger = logging.getLogger(__name__)
+
+# Stack of active storages: `with EventStorage():` pushes, leaving pops. A stack (not a
+# single global) lets an evaluation open its own storage inside a training run.
+_CURRENT_STORAGE_STACK: List["EventStorage"] = []
+
+
+class HistoryBuffer:
+    """The history of one scalar: (value, iteration) pairs with windowed statistics.
+
+    Values live in typed arrays (16 bytes a pair) so a long run does not grow Python
+    objects per iteration. Only the last `max_length` pairs are kept; `global_avg` still
+    covers every value ever added.
+    """
+
+    def __init__(self, max_length: int = 100_000) -> None:
+        if max_length < 1:
+            raise ValueError(f"HistoryBuffer max_length must be >= 1, got {max_length}.")
+        self._max_length = max_length
+        self._values = array("d")
+        self._iters = array("q")
+        self._count = 0
+        self._global_sum = 0.0
+
+    def update(self, value: float, iteration: Optional[int] = None) -> None:
+        """Append `value` recorded at `iteration` (defaults to the number of updates so far)."""
+        if iteration is None:
+            iteration = self._count
+        self._values.append(value)
+        self._iters.append(iteration)
+        self._count += 1
+        self._global_sum += value
+        # Trim in bulk once the buffer holds twice the limit: amortised O(1) per update.
+        if len(self._values) > 2 * self._max_length:
+            drop = len(self._values) - self._max_length
+            del self._values[:drop]
+            del self._iters[:drop]
+
+    def _window(self, window_size: int) -> array:
+        if not self._values:
+            raise ValueError("HistoryBuffer is empty: put a value before reading statistics.")
+        return self._values[-window_size:]
+
+    def latest(self) -> float:
+        """The most recent value."""
+        return self._window(1)[0]
+
+    def median(self, window_size: int) -> float:
+        """Median of the last `window_size` values."""
+        return statistics.median(self._window(window_size))
+
+    def avg(self, window_size: int) -> float:
+        """Mean of the last `window_size` values."""
+        window = self._window(window_size)
+        return sum(window) / len(window)
+
+    def global_avg(self) -> float:
+        """Mean of every value added since creation (including trimmed ones)."""
+        if self._count == 0:
+            raise ValueError("HistoryBuffer is empty: put a value before reading statistics.")
+        return self._global_sum / self._count
+
+    def values(self) -> List[Tuple[float, int]]:
+        """The kept (value, iteration) pairs, oldest first."""
+        start = max(0, len(self._values) - self._max_length)
+        return list(zip(self._values[start:], self._iters[start:]))
+
+    def __len__(self) -> int:
+        return min(len(self._values), self._max_length)
+
+
+def get_event_storage() -> "EventStorage":
+    """The innermost active `EventStorage` (the one of the running trainer)."""
+    if not _CURRENT_STORAGE_STACK:
+        raise RuntimeError(
+            "get_event_storage() was called outside a `with EventStorage(...)` block: "
+            "call it from a hook or the trainer's run_step, or open an EventStorage first."
+        )
+    return _CURRENT_STORAGE_STACK[-1]
+
+
+class EventStorage:
+    """Per-iteration scalar (and image) store shared by the trainer, hooks and writers.
+
+    Use it as a context manager so `get_event_storage()` finds it. `iter` is the current
+    iteration; the trainer calls `step()` after the hooks' `after_step`.
+    """
+
+    def __init__(self, start_iter: int = 0) -> None:
+        self._history: Dict[str, HistoryBuffer] = {}
+        self._smoothing_hints: Dict[str, bool] = {}
+        self._latest_scalars: Dict[str, Tuple[float, int]] = {}
+        self._iter = int(start_iter)
+        self._samples: Optional[int] = None
+        self._current_prefix = ""
+        self._vis_data: List[Tuple[str, Any, int]] = []
+
+    # ---- recording ------------------------------------------------------------------
+
+    def put_scalar(self, name: str, value: Any, smoothing_hint: bool = True) -> None:
+        """Record `value` (a number or 1-element tensor) for `name` at the current iteration.
+
+        `smoothing_hint=True` asks writers to show a windowed median (noisy values such as
+        losses and times); `False` shows the raw latest value (lr, eval results).
+        """
+        name = self._current_prefix + name
+        value = float(value)
+        buffer = self._history.get(name)
+        if buffer is None:
+            buffer = self._history[name] = HistoryBuffer()
+            self._smoothing_hints[name] = bool(smoothing_hint)
+        elif self._smoothing_hints[name] != bool(smoothing_hint):
+            raise ValueError(
+                f"Scalar '{name}' was put with smoothing_hint={self._smoothing_hints[name]} "
+                f"before and smoothing_hint={bool(smoothing_hint)} now: use one hint per name."
+            )
+        buffer.update(value, self._iter)
+        self._latest_scalars[name] = (value, self._iter)
+
+    def put_scalars(self, *, smoothing_hint: bool = True, **kwargs: Any) -> None:
+        """`put_scalar` for each keyword argument, e.g. `put_scalars(loss=l, acc=a)`."""
+        for name, value in kwargs.items():
+            self.put_scalar(name, value, smoothing_hint=smoothing_hint)
+
+    def put_image(self, img_name: str, img_tensor: Any) -> None:
+        """Queue a CHW image (float in [0, 1] or uint8) for the TensorBoard writer."""
+        self._vis_data.append((img_name, img_tensor, self._iter))
+
+    def clear_images(self) -> None:
+        """Drop queued images (the TensorBoard writer calls this after writing them)."""
+        self._vis_data = []
+
+    # ---- reading --------------------------------------------------------------------
+
+    def history(self, name: str) -> HistoryBuffer:
+        """The `HistoryBuffer` of `name`; KeyError if it was never put."""
+        buffer = self._history.get(name)
+        if buffer is None:
+            raise KeyError(f"No history metric available for '{name}'.")
+        return buffer
+
+    def histories(self) -> Dict[str, HistoryBuffer]:
+        """Every scalar's `HistoryBuffer`, in first-put order."""
+        return self._history
+
+    def latest(self) -> Dict[str, Tuple[float, int]]:
+        """name -> (latest value, iteration it was put at)."""
+        return self._latest_scalars
+
+    def latest_with_smoothing_hint(self, window_size: int = 20) -> Dict[str, Tuple[float, int]]:
+        """Like `latest`, but scalars put with `smoothing_hint=True` give the median of
+        their last `window_size` values instead of the raw latest one."""
+        result = {}
+        for name, (value, itr) in self._latest_scalars.items():
+            if self._smoothing_hints[name]:
+                value = self._history[name].median(window_size)
+            result[name] = (value, itr)
+        return result
+
+    def smoothing_hints(self) -> Dict[str, bool]:
+        """name -> smoothing hint given at the first put."""
+        return self._smoothing_hints
+
+    # ---- iteration ------------------------------------------------------------------
+
+    def step(self) -> None:
+        """Advance to the next iteration (the trainer calls it after all hooks' after_step)."""
+        self._iter += 1
+
+    @property
+    def iter(self) -> int:
+        """The current iteration: equal to `trainer.iter` inside hooks."""
+        return self._iter
+
+    @iter.setter
+    def iter(self, value: int) -> None:
+        self._iter = int(value)
+
+    @property
+    def samples(self) -> Optional[int]:
+        """Samples consumed so far, if the trainer sets it (None otherwise)."""
+        return self._samples
+
+    @samples.setter
+    def samples(self, value: int) -> None:
+        self._samples = int(value)
+
+    @contextmanager
+    def name_scope(self, name: str) -> Iterator[None]:
+        """Prefix every scalar put inside the block with `name/`."""
+        old_prefix = self._current_prefix
+        self._current_prefix = name.rstrip("/") + "/"
+        try:
+            yield
+        finally:
+            self._current_prefix = old_prefix
+
+    def __enter__(self) -> "EventStorage":
+        _CURRENT_STORAGE_STACK.append(self)
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_tb) -> None:
+        # Remove this storage even if an inner one leaked, so the stack never grows.
+        if self in _CURRENT_STORAGE_STACK:
+            while _CURRENT_STORAGE_STACK.pop() is not self:
+                pass
+
+
+# --------------------------------------------------------------------------------------
+# Writers
+# --------------------------------------------------------------------------------------
+
+
+class EventWriter:
+    """Base class of writers that read the current `EventStorage` when `write()` is called."""
+
+    def write(self) -> None:
+        """Write what is new in the storage."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release files; called once at the end of training."""
+
+
+def _scalars_since(window_size: int, last_write: int) -> Dict[int, Dict[str, float]]:
+    """iteration -> {name: value} of the scalars put after iteration `last_write`."""
+    storage = get_event_storage()
+    by_iter: Dict[int, Dict[str, float]] = {}
+    for name, (value, itr) in storage.latest_with_smoothing_hint(window_size).items():
+        if itr > last_write:
+            by_iter.setdefault(itr, {})[name] = value
+    return dict(sorted(by_iter.items()))
+
+
+class JSONWriter(EventWriter):
+    """Append one JSON object per written iteration to `json_file` (e.g. `metrics.json`).
+
+    Each line holds `iteration` and every scalar put since the previous write (smoothed
+    ones as the median of the last `window_size` values), at full float precision.
+    Read it with `[json.loads(line) for line in open(path)]`.
+    """
+
+    def __init__(self, json_file: str, window_size: int = 20) -> None:
+        parent = os.path.dirname(os.path.abspath(json_file))
+        os.makedirs(parent, exist_ok=True)
+        # Append: a resumed run continues the same file.
+        self._file = open(json_file, "a")
+        self._window_size = window_size
+        self._last_write = -1
+
+    def write(self) -> None:
+        """Append the new scalars, one line per iteration, and flush."""
+        to_save = _scalars_since(self._window_size, self._last_write)
+        if not to_save:
+            return
+        for itr, scalars in to_save.items():
+            # json.dumps writes floats with repr(): shortest exact round trip.
+            line = {"iteration": itr, **dict(sorted(scalars.items()))}
+            self._file.write(json.dumps(line) + "\n")
+        self._last_write = max(to_save)
+        # flush (no fsync): lines survive a killed process at the cost of one write call.
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+
+class TensorboardXWriter(EventWriter):
+    """Write scalars (and images put with `put_image`) as TensorBoard events in `log_dir`.
+
+    `torch.utils.tensorboard` is imported here, not at module import, because loading
+    TensorBoard takes a second and most users of `libai.utils.events` never need it.
+    Scalars are handed to TensorBoard's writer thread at most every `buffer_secs`
+    seconds and at `close()`: every hand-off wakes that thread, and the thread switches
+    cost a small model's training loop more than building the events does.
+    Other keyword arguments go to `SummaryWriter`.
+    """
+
+    def __init__(
+        self, log_dir: str, window_size: int = 20, buffer_secs: float = 5.0, **kwargs: Any
+    ) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:  # pragma: no cover - tensorboard is a dependency
+            raise ImportError(
+                "TensorboardXWriter needs the `tensorboard` package: pip install tensorboard"
+            ) from exc
+        self._window_size = window_size
+        self._buffer_secs = buffer_secs
+        # A long queue so that handing over a buffer of events never blocks on the thread.
+        kwargs.setdefault("max_queue", 1000)
+        self._writer = SummaryWriter(log_dir, **kwargs)
+        self._last_write = -1
+        self._pending: List[Tuple[int, Dict[str, float]]] = []
+        self._last_hand_off = time.monotonic()
+
+    def write(self) -> None:
+        """Queue every scalar put since the last write, at the iteration it was put."""
+        for itr, scalars in _scalars_since(self._window_size, self._last_write).items():
+            self._pending.append((itr, scalars))
+            self._last_write = max(self._last_write, itr)
+        if time.monotonic() - self._last_hand_off >= self._buffer_secs:
+            self._hand_off()
+        storage = get_event_storage()
+        if storage._vis_data:
+            for img_name, img, itr in storage._vis_data:
+                self._writer.add_image(img_name, img, itr)
+            storage.clear_images()
+
+    def _hand_off(self) -> None:
+        """Give the queued scalars to the SummaryWriter: one event per iteration."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        file_writer = self._writer._get_file_writer()
+        for itr, scalars in self._pending:
+            values = [Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()]
+            file_writer.add_summary(Summary(value=values), itr)
+        self._pending = []
+        self._last_hand_off = time.monotonic()
+
+    def close(self) -> None:
+        """Hand over what is queued, flush and close the event file."""
+        self._hand_off()
+        self._writer.close()
+
+
+class CommonMetricPrinter(EventWriter):
+    """Log one console line with ETA, iteration, consumed samples, losses, times,
+    throughput and learning rate, e.g.::
+
+        eta: 0:01:02  iteration: 19/100  consumed_samples: 640  total_loss: 2.301  \
+time: 0.0123 s/iter  data_time: 0.0011 s/iter  total_throughput: 2601.63 samples/s  lr: 1.00e-04
+
+    `batch_size` is the global batch size (samples per iteration over all ranks).
+    """
+
+    def __init__(self, batch_size: int, max_iter: int, window_size: int = 20) -> None:
+        self._batch_size = batch_size
+        self._max_iter = max_iter
+        self._window_size = window_size
+        self._last_printed_iter: Optional[int] = None
+        # (iteration, time) of the previous write, to estimate ETA before `time` exists.
+        self._last_write: Optional[Tuple[int, float]] = None
+
+    def _eta_and_iter_time(self, storage: EventStorage, iteration: int):
+        remaining = self._max_iter - iteration - 1
+        try:
+            time_history = storage.history("time")
+        except KeyError:
+            time_history = None
+        if time_history is not None:
+            # Median over a long window: robust to the occasional slow step (eval, ckpt),
+            # yet short enough that sorting it stays cheap.
+            eta_seconds = time_history.median(200) * remaining
+            storage.put_scalar("eta_seconds", eta_seconds, smoothing_hint=False)
+            return eta_seconds, time_history.avg(self._window_size)
+        eta_seconds = None
+        now = time.perf_counter()
+        if self._last_write is not None and iteration > self._last_write[0]:
+            per_iter = (now - self._last_write[1]) / (iteration - self._last_write[0])
+            eta_seconds = per_iter * remaining
+        self._last_write = (iteration, now)
+        return eta_seconds, None
+
+    def write(self) -> None:
+        """Log the line for the storage's current iteration (once per iteration)."""
+        storage = get_event_storage()
+        iteration = storage.iter
+        # After training the trainer may call write() again (PeriodicWriter.after_train):
+        # the progress line was already printed, so print nothing.
+        if iteration >= self._max_iter or iteration == self._last_printed_iter:
+            return
+        self._last_printed_iter = iteration
+        eta_seconds, iter_time = self._eta_and_iter_time(storage, iteration)
+        consumed = storage.samples
+        if consumed is None:
+            consumed = (iteration + 1) * self._batch_size
+        parts = []
+        if eta_seconds is not None:
+            parts.append(f"eta: {datetime.timedelta(seconds=int(eta_seconds))}")
+        parts.append(f"iteration: {iteration}/{self._max_iter}")
+        parts.append(f"consumed_samples: {consumed}")
+        parts.extend(self._loss_parts(storage))
+        if iter_time is not None:
+            parts.append(f"time: {iter_time:.4f} s/iter")
+        if "data_time" in storage.histories():
+            data_time = storage.history("data_time").avg(self._window_size)
+            parts.append(f"data_time: {data_time:.4f} s/iter")
+        if iter_time:
+            parts.append(f"total_throughput: {self._batch_size / iter_time:.2f} samples/s")
+        lr = storage.histories().get("lr")
+        parts.append(f"lr: {lr.latest():.2e}" if lr is not None else "lr: N/A")
+        max_mem = _max_memory_mb()
+        if max_mem is not None:
+            parts.append(f"max_mem: {max_mem:.0f}M")
+        logger.info("  ".join(parts))
+
+    def _loss_parts(self, storage: EventStorage) -> List[str]:
+        # total_loss first, then each loss term in the order it was first put.
+        names = [name for name in storage.histories() if "loss" in name]
+        names.sort(key=lambda name: name != "total_loss")
+        return [
+            f"{name}: {storage.history(name).median(self._window_size):.4g}" for name in names
+        ]
+
+
+def _max_memory_mb() -> Optional[float]:
+    """Peak CUDA memory of this process in MiB, or None when CUDA is not in use."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 1024.0 / 1024.0
+    return None
