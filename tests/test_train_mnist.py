@@ -32,11 +32,13 @@ SHORT_RUN = [
 
 
 def train_sh(nproc: int, output_dir: str, *overrides: str, resume: bool = False, check: bool = True):
-    """Run `bash tools/train.sh tools/train_net.py CONFIG nproc ...`; return the process."""
+    """Run `bash tools/train.sh tools/train_net.py CONFIG nproc ...`; return the process.
+
+    Flags among `overrides` (`--eval-only`, ...) are passed before the key=value pairs.
+    """
     cmd = ["bash", os.path.join(REPO, "tools/train.sh"), os.path.join(REPO, "tools/train_net.py"), CONFIG, str(nproc)]
-    if resume:
-        cmd.append("--resume")
-    cmd += [f"train.output_dir={output_dir}", *overrides]
+    flags = [o for o in overrides if o.startswith("--")] + (["--resume"] if resume else [])
+    cmd += flags + [f"train.output_dir={output_dir}"] + [o for o in overrides if not o.startswith("--")]
     env = dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
@@ -69,13 +71,14 @@ def runs(tmp_path_factory):
     out = {n: str(root / f"np{n}") for n in (1, 2, 4)}
     for nproc, output_dir in out.items():
         train_sh(nproc, output_dir, *SHORT_RUN)
-    # Resume: start from the checkpoint taken after 10 of the 20 iterations.
-    for name, nproc in (("resume1", 1), ("resume2", 2)):
+    # Resume: start from the checkpoint taken after 10 of the 20 iterations. The second
+    # copy is named as BestCheckpointer names it: the iteration comes from inside.
+    for name, nproc, checkpoint in (("resume1", 1, "model_0000009"), ("resume2", 2, "model_best")):
         out[name] = str(root / name)
         os.makedirs(out[name])
-        shutil.copytree(os.path.join(out[1], "model_0000009"), os.path.join(out[name], "model_0000009"))
+        shutil.copytree(os.path.join(out[1], "model_0000009"), os.path.join(out[name], checkpoint))
         with open(os.path.join(out[name], "last_checkpoint"), "w") as f:
-            f.write("model_0000009")
+            f.write(checkpoint)
         train_sh(nproc, out[name], *SHORT_RUN, resume=True)
     return out
 
@@ -103,7 +106,7 @@ def test_resume_continues_as_if_never_stopped(runs):
 
 
 def test_resume_under_another_layout(runs):
-    """A 1-process checkpoint resumed on 2 processes sees the same batches."""
+    """A 1-process checkpoint resumed on 2 processes sees the same batches and steps."""
     reference = losses_by_iter(runs[1])
     resumed = losses_by_iter(runs["resume2"])
     for it in range(10, 20):

@@ -255,10 +255,6 @@ class DefaultTrainer(TrainerBase):
         super().__init__()
         self.cfg = cfg
         train = cfg.train
-        self.start_iter = self._start_iter_from_last_checkpoint(cfg) if train.resume else 0
-        train.start_iter = self.start_iter
-        train.consumed_train_samples = self.start_iter * train.global_batch_size
-
         self.tokenizer = self.build_tokenizer(cfg)
         self.train_loader, self.val_loader, self.test_loader = self.build_train_loader(cfg, self.tokenizer)
         self.test_loader = [l for l in [self.val_loader, self.test_loader] if l is not None]
@@ -274,9 +270,10 @@ class DefaultTrainer(TrainerBase):
         )
         self.resume_or_load(train.resume)
         self.global_batch_size = train.global_batch_size
+        self._seek_train_data(self.start_iter * self.global_batch_size)
         self.max_iter = train.train_iter
 
-        train_model = dist.wrap_data_parallel(self.model)
+        train_model = self.model
         autocast_dtype, grad_scaler = _autocast_setup(cfg)
         trainer_cls = EagerTrainer
         if try_get_key(cfg, "graph.enabled", default=False):
@@ -294,28 +291,28 @@ class DefaultTrainer(TrainerBase):
 
     # ---- resume --------------------------------------------------------------------
 
-    @staticmethod
-    def _start_iter_from_last_checkpoint(cfg) -> int:
-        """The iteration after the checkpoint named in `last_checkpoint` (0 if none)."""
-        probe = Checkpointer(nn.Module(), cfg.train.output_dir)
-        if not probe.has_checkpoint():
-            logger.info("--resume: no checkpoint in %s, starting from scratch", cfg.train.output_dir)
-            return 0
-        name = os.path.basename(probe.get_checkpoint_file().rstrip("/"))
-        if name == "model_final":
-            # The final checkpoint is written after the last iteration.
-            return int(cfg.train.train_iter)
-        try:
-            return int(name.split("_")[-1]) + 1
-        except ValueError:
-            return 0
-
     def resume_or_load(self, resume: bool = True) -> None:
         """With `resume`, restore everything from the last checkpoint; otherwise load
         `train.load_weight` (model weights only) if it is set."""
         extra = self.checkpointer.resume_or_load(self.cfg.train.load_weight, resume=resume)
-        if resume and extra and "iteration" in extra:
-            self.start_iter = int(extra["iteration"]) + 1
+        self.start_iter = int(extra["iteration"]) + 1 if resume and "iteration" in (extra or {}) else 0
+        self.cfg.train.start_iter = self.start_iter
+
+    def _seek_train_data(self, consumed_samples: int) -> None:
+        """Move the train sampler to `consumed_samples`, where a resumed run continues.
+
+        The loaders are built before the checkpoint is read (the LR schedule needs the
+        dataset length), so the position is set here, before the first batch is drawn.
+        """
+        self.cfg.train.consumed_train_samples = consumed_samples
+        sampler = self.train_loader.batch_sampler
+        if hasattr(sampler, "consumed_samples"):
+            sampler.consumed_samples = consumed_samples
+        elif consumed_samples:
+            logger.warning(
+                "the train loader's sampler (%s) cannot seek; a resumed run restarts its data "
+                "from the beginning", type(sampler).__name__
+            )
 
     @property
     def consumed_train_samples(self) -> int:
@@ -383,10 +380,12 @@ class DefaultTrainer(TrainerBase):
     def build_writers(self) -> list:
         """Console line, `metrics.json` and TensorBoard events in `train.output_dir`."""
         output_dir = self.cfg.train.output_dir
+        # The console shows medians over 20 iterations; the files record each logged
+        # iteration's exact values (window 1), so curves can be compared across runs.
         return [
             CommonMetricPrinter(self.global_batch_size, self.max_iter),
-            JSONWriter(os.path.join(output_dir, "metrics.json")),
-            TensorboardXWriter(output_dir),
+            JSONWriter(os.path.join(output_dir, "metrics.json"), window_size=1),
+            TensorboardXWriter(output_dir, window_size=1),
         ]
 
     def _evaluate(self) -> dict:

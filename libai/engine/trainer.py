@@ -93,13 +93,14 @@ class EagerTrainer(TrainerBase):
     """One optimizer step over `grad_acc_steps` micro-batches, in eager PyTorch.
 
     The model follows LiBai's contract: `model(**batch)` returns a dict and every value
-    whose key contains "loss" is summed into the loss. The loss of each micro-batch is
-    divided by `grad_acc_steps`, so the update equals the one of a single global batch.
-    Gradients are clipped per `clip_grad_max_norm` / `clip_grad_norm_type` found in the
+    whose key contains "loss" is summed into the loss. When a step sums several
+    micro-batch gradients (accumulation or data parallelism), a `GradientReducer` averages
+    them exactly, so the update equals the one of a single global batch on one process,
+    bit for bit. Gradients are clipped per `clip_grad_max_norm` / `clip_grad_norm_type` found in the
     optimizer's parameter groups (see `get_default_optimizer_params`).
 
     Args:
-        model: the module to train (possibly wrapped for data parallelism).
+        model: the module to train (or its compiled `GraphBase`).
         data_loader: yields `Instance`s; iterated forever.
         optimizer: a torch optimizer.
         grad_acc_steps: micro-batches per optimizer step.
@@ -126,6 +127,10 @@ class EagerTrainer(TrainerBase):
         self.grad_scaler = grad_scaler
         self._autocast_dtype = autocast_dtype
         self._clip_groups = _clip_groups(optimizer)
+        self._reducer = None
+        if dist.needs_gradient_reducer(self.grad_acc_steps):
+            dist.broadcast_parameters(model)
+            self._reducer = dist.GradientReducer(model.parameters(), self.grad_acc_steps)
 
     def _autocast(self):
         if self._autocast_dtype is None:
@@ -136,7 +141,7 @@ class EagerTrainer(TrainerBase):
         """Forward and backward `grad_acc_steps` micro-batches, clip, step the optimizer."""
         data_time = 0.0
         loss_sums: dict[str, torch.Tensor] = {}
-        for micro_step in range(self.grad_acc_steps):
+        for _ in range(self.grad_acc_steps):
             start = time.perf_counter()
             batch = get_batch(
                 next(self._data_loader_iter),
@@ -144,20 +149,19 @@ class EagerTrainer(TrainerBase):
                 getattr(self.data_loader, "mixup_func", None),
             )
             data_time += time.perf_counter() - start
-            # Data-parallel gradients are averaged only on the last micro-batch.
-            is_last = micro_step == self.grad_acc_steps - 1
-            sync = nullcontext() if is_last or not hasattr(self.model, "no_sync") else self.model.no_sync()
-            with sync:
-                with self._autocast():
-                    loss_dict = self.model(**batch)
-                losses = sum(v for k, v in loss_dict.items() if "loss" in k) / self.grad_acc_steps
-                if self.grad_scaler is not None:
-                    self.grad_scaler.scale(losses).backward()
-                else:
-                    losses.backward()
+            with self._autocast():
+                loss_dict = self.model(**batch)
+            losses = sum(v for k, v in loss_dict.items() if "loss" in k)
+            if self.grad_scaler is not None:
+                losses = self.grad_scaler.scale(losses)
+            losses.backward()
+            if self._reducer is not None:
+                self._reducer.accumulate()
             for key, value in loss_dict.items():
                 if "loss" in key:
-                    loss_sums[key] = loss_sums.get(key, 0.0) + value.detach().float()
+                    loss_sums[key] = loss_sums.get(key, 0.0) + value.detach().double()
+        if self._reducer is not None:
+            self._reducer.reduce()
         self._step_optimizer()
         self.write_metrics(loss_sums, data_time)
 

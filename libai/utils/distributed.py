@@ -330,32 +330,67 @@ def broadcast_object(obj, src: int = 0):
 
 
 # --------------------------------------------------------------------------------------
-# Wrapping a model for data parallelism
+# Data-parallel gradients
 # --------------------------------------------------------------------------------------
 
 
-def wrap_data_parallel(model: torch.nn.Module) -> torch.nn.Module:
-    """Average gradients over data-parallel ranks (DDP); the model itself on one replica.
+def broadcast_parameters(model: torch.nn.Module) -> None:
+    """Copy the first data-parallel replica's parameters and buffers to the others.
 
-    DDP broadcasts rank 0's weights at construction, so every replica starts equal, and
-    averages gradients in buckets overlapped with backward.
+    Every rank builds its model from the same seed, so this is a safety net against user
+    code that draws random numbers per rank.
     """
     if get_data_parallel_size() == 1:
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    device = get_device()
-    return DistributedDataParallel(
-        model,
-        device_ids=[device.index] if device.type == "cuda" else None,
-        process_group=get_data_parallel_group(),
-    )
+        return
+    group = get_data_parallel_group()
+    src = dist.get_global_rank(group, 0)
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        dist.broadcast(tensor.data, src=src, group=group)
 
 
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The user's module inside data-parallel or compile wrappers."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            return model
-        model = inner
+class GradientReducer:
+    """Sum micro-batch gradients in float64 and average them over data-parallel ranks.
+
+    A float32 sum depends on the order of its terms, and Adam turns a last-bit difference
+    in a near-zero gradient into a full-size step of the other sign. Summing the few
+    micro-batch gradients of a global batch in float64 is exact in practice, so the mean
+    gradient, rounded once to float32, is the same however the global batch is split into
+    data-parallel ranks and micro-batches: every layout takes the same step.
+
+    Use: after each micro-batch's backward call `accumulate()`; after the last one,
+    `reduce()` leaves the mean gradient over all `num_micro_batches x dp` micro-batches
+    in `param.grad`. Micro-batch losses must not be divided by the number of micro-batches.
+    """
+
+    def __init__(self, params, num_micro_batches: int) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.divisor = float(num_micro_batches * get_data_parallel_size())
+        device = self.params[0].device if self.params else get_device()
+        self.buffer = torch.zeros(sum(p.numel() for p in self.params), dtype=torch.float64, device=device)
+        self.views = []
+        offset = 0
+        for p in self.params:
+            self.views.append(self.buffer[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+    def accumulate(self) -> None:
+        """Add the current `.grad`s into the float64 sum and clear them."""
+        for p, view in zip(self.params, self.views):
+            if p.grad is not None:
+                view.add_(p.grad)
+                p.grad = None
+
+    def reduce(self) -> None:
+        """All-reduce the sum over data-parallel ranks and write the mean into `.grad`."""
+        if get_data_parallel_size() > 1:
+            dist.all_reduce(self.buffer, group=get_data_parallel_group())
+        self.buffer.div_(self.divisor)
+        for p, view in zip(self.params, self.views):
+            p.grad = view.to(p.dtype)
+        self.buffer.zero_()
+
+
+def needs_gradient_reducer(num_micro_batches: int) -> bool:
+    """Whether a step sums more than one micro-batch gradient (accumulation or dp)."""
+    return num_micro_batches > 1 or get_data_parallel_size() > 1
+
