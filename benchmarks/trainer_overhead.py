@@ -23,8 +23,9 @@ sys.path.insert(0, REPO)
 import torch  # noqa: E402
 
 from libai.config import LazyConfig  # noqa: E402
-from libai.engine import DefaultTrainer, TrainerBase, default_setup  # noqa: E402
+from libai.engine import DefaultTrainer, default_setup  # noqa: E402
 from libai.engine.trainer import _clip_groups  # noqa: E402
+from libai.utils.events import EventStorage  # noqa: E402
 
 
 def build_trainer(output_dir: str, total_iters: int) -> DefaultTrainer:
@@ -77,23 +78,31 @@ def main() -> None:
         scheduler = DefaultTrainer.build_lr_scheduler(trainer.cfg, optimizer)
         plain_loader = DefaultTrainer.build_train_loader(trainer.cfg)[0]
 
-        # Warm up both (allocator, first-call costs) before measuring.
-        plain_loop(model, optimizer, scheduler, plain_loader, 10)
-        TrainerBase.train(trainer, 0, 10)
+        def trainer_loop(first: int, iters: int) -> float:
+            """The trainer's own iterations with all hooks; returns seconds."""
+            start = time.perf_counter()
+            for trainer.iter in range(first, first + iters):
+                trainer.before_step()
+                trainer.run_step()
+                trainer.after_step()
+            return time.perf_counter() - start
 
         trainer_rates, plain_rates = [], []
-        next_iter = 10
-        for round_idx in range(args.rounds):
-            order = ("trainer", "plain") if round_idx % 2 == 0 else ("plain", "trainer")
-            for which in order:
-                if which == "plain":
-                    seconds = plain_loop(model, optimizer, scheduler, plain_loader, args.iters)
-                    plain_rates.append(args.iters / seconds)
-                else:
-                    start = time.perf_counter()
-                    TrainerBase.train(trainer, next_iter, next_iter + args.iters)
-                    trainer_rates.append(args.iters / (time.perf_counter() - start))
-                    next_iter += args.iters
+        with EventStorage(0) as trainer.storage:
+            trainer.before_train()
+            # Warm up both (allocator, first-call costs) before measuring.
+            plain_loop(model, optimizer, scheduler, plain_loader, 10)
+            trainer_loop(0, 10)
+            next_iter = 10
+            for round_idx in range(args.rounds):
+                order = ("trainer", "plain") if round_idx % 2 == 0 else ("plain", "trainer")
+                for which in order:
+                    if which == "plain":
+                        plain_rates.append(args.iters / plain_loop(model, optimizer, scheduler, plain_loader, args.iters))
+                    else:
+                        trainer_rates.append(args.iters / trainer_loop(next_iter, args.iters))
+                        next_iter += args.iters
+            trainer.after_train()
 
     trainer_its = statistics.median(trainer_rates)
     plain_its = statistics.median(plain_rates)

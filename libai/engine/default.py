@@ -236,6 +236,13 @@ def _autocast_setup(cfg) -> tuple[Optional[torch.dtype], Optional[torch.amp.Grad
     return dtype, scaler
 
 
+def _warn_unsupported(cfg) -> None:
+    """Say which accepted config switches this version does not act on yet."""
+    for key in ("train.zero_optimization.enabled", "train.activation_checkpoint.enabled"):
+        if try_get_key(cfg, key, default=False):
+            logger.warning("%s=True is not implemented yet and is ignored: training runs without it", key)
+
+
 # --------------------------------------------------------------------------------------
 # DefaultTrainer
 # --------------------------------------------------------------------------------------
@@ -273,6 +280,7 @@ class DefaultTrainer(TrainerBase):
         self._seek_train_data(self.start_iter * self.global_batch_size)
         self.max_iter = train.train_iter
 
+        _warn_unsupported(cfg)
         train_model = self.model
         autocast_dtype, grad_scaler = _autocast_setup(cfg)
         trainer_cls = EagerTrainer
