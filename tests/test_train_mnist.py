@@ -173,3 +173,17 @@ def test_unreadable_checkpoint_is_one_line_and_left_alone(tmp_path):
     _assert_one_clear_line(proc, "model_0000009")
     assert {p.name: p.read_bytes() for p in bad.iterdir()} == before
     assert (output_dir / "last_checkpoint").read_text() == "model_0000009"
+
+
+def test_amp_runs_in_bfloat16_on_cpu(runs, tmp_path):
+    """`train.amp.enabled=True` trains under bf16 autocast on CPU instead of failing.
+
+    bf16 keeps 8 bits of mantissa, so the curve follows fp32 only loosely: within 2%.
+    """
+    output_dir = str(tmp_path / "amp")
+    train_sh(1, output_dir, *SHORT_RUN, "train.amp.enabled=True")
+    fp32, bf16 = losses_by_iter(runs[1]), losses_by_iter(output_dir)
+    assert sorted(bf16) == list(range(20))
+    assert bf16[0] != fp32[0]  # autocast really ran
+    for it in range(20):
+        assert bf16[it] == pytest.approx(fp32[it], rel=2e-2), it
