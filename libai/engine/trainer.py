@@ -169,7 +169,7 @@ class EagerTrainer(TrainerBase):
         if self.grad_scaler is not None:
             self.grad_scaler.unscale_(self.optimizer)
         for params, max_norm, norm_type in self._clip_groups:
-            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
+            dist.clip_grad_norm_(params, max_norm, norm_type)
         if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()

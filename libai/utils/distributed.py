@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -19,6 +20,7 @@ from typing import Optional, Sequence
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.tensor import DTensor, Partial, Placement, Replicate, Shard
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +166,8 @@ class _DistributeUtil:
     pipeline_parallel_size: int
     layer_stage_ids: list[int]
     mesh: DeviceMesh
+    # One ("dp", "tp") mesh per pipeline stage; a rank takes part only in its own stage's.
+    stage_meshes: list[DeviceMesh]
 
     def coordinate(self, name: str) -> int:
         return self.mesh.get_local_rank(name)
@@ -192,7 +196,15 @@ def setup_dist_util(cfg_dist, device: str = "auto") -> _DistributeUtil:
     num_layers = get("pipeline_num_layers") or pp
     stage_ids = get_layer_stage_ids(num_layers, pp, get("custom_pipeline_stage_id"))
     mesh = init_device_mesh(device_type, (pp, dp, tp), mesh_dim_names=MESH_DIM_NAMES)
-    _DIST_UTIL = _DistributeUtil(device_type, dp, tp, pp, stage_ids, mesh)
+    if pp == 1:
+        stage_meshes = [mesh["dp", "tp"]]
+    else:
+        # Every rank creates every stage's groups, in the same order (group creation is
+        # collective).
+        stage_meshes = [
+            DeviceMesh(device_type, mesh.mesh[stage], mesh_dim_names=("dp", "tp")) for stage in range(pp)
+        ]
+    _DIST_UTIL = _DistributeUtil(device_type, dp, tp, pp, stage_ids, mesh, stage_meshes)
     return _DIST_UTIL
 
 
@@ -264,6 +276,59 @@ def get_layer_stage_id(layer_idx: int) -> int:
     return stage_ids[layer_idx]
 
 
+def get_layer_placement(layer_idx: int = 0) -> DeviceMesh:
+    """The ("dp", "tp") mesh of the pipeline stage that owns `layer_idx` (-1: the last layer).
+
+    LiBai's `dist.get_layer_placement`: parameters of that layer live on this mesh,
+    replicated over "dp" and split or replicated over "tp".
+    """
+    util = get_dist_util()
+    return util.stage_meshes[util.layer_stage_ids[layer_idx]]
+
+
+def get_stage_placement(stage: int) -> DeviceMesh:
+    """The ("dp", "tp") mesh of pipeline stage `stage` (-1: the last stage)."""
+    return get_dist_util().stage_meshes[stage]
+
+
+def get_tensor_parallel_group() -> dist.ProcessGroup:
+    """The process group over this rank's tensor-parallel peers (same stage and dp rank)."""
+    return get_dist_util().mesh.get_group("tp")
+
+
+def get_pipeline_parallel_group() -> dist.ProcessGroup:
+    """The process group over the ranks that share this rank's (dp, tp) coordinates."""
+    return get_dist_util().mesh.get_group("pp")
+
+
+_SBP_TO_PLACEMENT = {"broadcast": Replicate, "partial_sum": Partial}
+
+
+def parse_sbp(sbp: str) -> Placement:
+    """One of LiBai's SBP strings as a DTensor placement: "split_<d>" -> Shard(d),
+    "broadcast" -> Replicate(), "partial_sum" -> Partial()."""
+    if sbp.startswith("split_") and sbp[len("split_") :].isdigit():
+        return Shard(int(sbp[len("split_") :]))
+    if sbp in _SBP_TO_PLACEMENT:
+        return _SBP_TO_PLACEMENT[sbp]()
+    raise ValueError(f"unknown SBP {sbp!r}: use 'split_<dim>', 'broadcast' or 'partial_sum'")
+
+
+def get_nd_sbp(sbp_list: Sequence[str]) -> list[Placement]:
+    """Placements over the ("dp", "tp") mesh from LiBai's SBP strings, one per mesh axis."""
+    if len(sbp_list) != 2:
+        raise ValueError(
+            f"sbp_list {list(sbp_list)} needs one entry per mesh axis (data parallel, tensor "
+            f"parallel), e.g. ['split_0', 'broadcast']"
+        )
+    return [parse_sbp(s) for s in sbp_list]
+
+
+def get_hidden_sbp() -> list[Placement]:
+    """Placements of hidden states: batch split over "dp", replicated over "tp"."""
+    return [Shard(0), Replicate()]
+
+
 def get_data_parallel_group() -> dist.ProcessGroup:
     """The process group over the data-parallel ranks of this (stage, tp) position."""
     return get_dist_util().mesh.get_group("dp")
@@ -330,6 +395,102 @@ def broadcast_object(obj, src: int = 0):
 
 
 # --------------------------------------------------------------------------------------
+# Tensor-parallel collectives with autograd (Megatron's "regions")
+# --------------------------------------------------------------------------------------
+
+
+def _all_reduce(tensor: torch.Tensor, group) -> torch.Tensor:
+    tensor = tensor.clone()
+    dist.all_reduce(tensor, group=group)
+    return tensor
+
+
+def _all_gather_last_dim(tensor: torch.Tensor, group) -> torch.Tensor:
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, tensor.contiguous(), group=group)
+    return torch.cat(parts, dim=-1)
+
+
+def _own_chunk_last_dim(tensor: torch.Tensor, group) -> torch.Tensor:
+    chunks = tensor.chunk(dist.get_world_size(group), dim=-1)
+    return chunks[dist.get_rank(group)].contiguous()
+
+
+class _CopyToRegion(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _all_reduce(grad, ctx.group), None
+
+
+class _ReduceFromRegion(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, group):
+        return _all_reduce(x, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+class _GatherFromRegion(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return _all_gather_last_dim(x, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _own_chunk_last_dim(grad, ctx.group), None
+
+
+class _ScatterToRegion(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return _own_chunk_last_dim(x, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _all_gather_last_dim(grad, ctx.group), None
+
+
+def _tp_group(group):
+    return group if group is not None else get_tensor_parallel_group()
+
+
+def copy_to_tensor_parallel_region(x: torch.Tensor, group=None) -> torch.Tensor:
+    """Identity forward; backward sums the gradient over tensor-parallel ranks.
+
+    Goes in front of a column-parallel layer whose input is replicated over "tp".
+    """
+    group = _tp_group(group)
+    return x if dist.get_world_size(group) == 1 else _CopyToRegion.apply(x, group)
+
+
+def reduce_from_tensor_parallel_region(x: torch.Tensor, group=None) -> torch.Tensor:
+    """Sum over tensor-parallel ranks forward; identity backward (after a row-parallel matmul)."""
+    group = _tp_group(group)
+    return x if dist.get_world_size(group) == 1 else _ReduceFromRegion.apply(x, group)
+
+
+def gather_from_tensor_parallel_region(x: torch.Tensor, group=None) -> torch.Tensor:
+    """Concatenate the last dimension over tensor-parallel ranks; backward keeps this rank's part."""
+    group = _tp_group(group)
+    return x if dist.get_world_size(group) == 1 else _GatherFromRegion.apply(x, group)
+
+
+def scatter_to_tensor_parallel_region(x: torch.Tensor, group=None) -> torch.Tensor:
+    """Keep this rank's chunk of the last dimension; backward concatenates the gradients."""
+    group = _tp_group(group)
+    return x if dist.get_world_size(group) == 1 else _ScatterToRegion.apply(x, group)
+
+
+# --------------------------------------------------------------------------------------
 # Data-parallel gradients
 # --------------------------------------------------------------------------------------
 
@@ -365,19 +526,20 @@ class GradientReducer:
     def __init__(self, params, num_micro_batches: int) -> None:
         self.params = [p for p in params if p.requires_grad]
         self.divisor = float(num_micro_batches * get_data_parallel_size())
-        device = self.params[0].device if self.params else get_device()
-        self.buffer = torch.zeros(sum(p.numel() for p in self.params), dtype=torch.float64, device=device)
+        locals_ = [_local(p) for p in self.params]
+        device = locals_[0].device if locals_ else get_device()
+        self.buffer = torch.zeros(sum(t.numel() for t in locals_), dtype=torch.float64, device=device)
         self.views = []
         offset = 0
-        for p in self.params:
-            self.views.append(self.buffer[offset : offset + p.numel()].view_as(p))
-            offset += p.numel()
+        for t in locals_:
+            self.views.append(self.buffer[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
 
     def accumulate(self) -> None:
         """Add the current `.grad`s into the float64 sum and clear them."""
         for p, view in zip(self.params, self.views):
             if p.grad is not None:
-                view.add_(p.grad)
+                view.add_(_local(p.grad))
                 p.grad = None
 
     def reduce(self) -> None:
@@ -386,8 +548,60 @@ class GradientReducer:
             dist.all_reduce(self.buffer, group=get_data_parallel_group())
         self.buffer.div_(self.divisor)
         for p, view in zip(self.params, self.views):
-            p.grad = view.to(p.dtype)
+            grad = view.to(p.dtype)
+            if isinstance(p, DTensor):
+                grad = DTensor.from_local(grad, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride())
+            p.grad = grad
         self.buffer.zero_()
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a DTensor; a plain tensor as it is."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def _is_sharded(tensor: torch.Tensor) -> bool:
+    return isinstance(tensor, DTensor) and any(p.is_shard() for p in tensor.placements)
+
+
+@torch.no_grad()
+def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
+    """Clip gradients on their global norm, across tensor-parallel shards and pipeline stages.
+
+    The same arithmetic as `torch.nn.utils.clip_grad_norm_` (norm of the per-parameter
+    norms, coefficient `max_norm / (norm + 1e-6)` clamped at 1), where a parameter split
+    over tensor-parallel ranks contributes the norm of the whole parameter, and each
+    pipeline stage contributes its own parameters. Returns the total norm.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    norm_type = float(norm_type)
+    local_norms = torch._foreach_norm([_local(g) for g in grads], norm_type)
+    if any(_is_sharded(g) for g in grads):
+        # Whole-parameter norms: combine the shards' norms over the tensor-parallel group.
+        sharded = [i for i, g in enumerate(grads) if _is_sharded(g)]
+        parts = torch.stack([local_norms[i] for i in sharded])
+        if math.isinf(norm_type):
+            dist.all_reduce(parts, op=dist.ReduceOp.MAX, group=get_tensor_parallel_group())
+        else:
+            parts = parts.pow(norm_type)
+            dist.all_reduce(parts, group=get_tensor_parallel_group())
+            parts = parts.pow(1.0 / norm_type)
+        local_norms = list(local_norms)
+        for slot, i in enumerate(sharded):
+            local_norms[i] = parts[slot]
+    total = torch.linalg.vector_norm(torch.stack(list(local_norms)), norm_type)
+    if get_pipeline_parallel_size() > 1:
+        if math.isinf(norm_type):
+            dist.all_reduce(total, op=dist.ReduceOp.MAX, group=get_pipeline_parallel_group())
+        else:
+            total = total.pow(norm_type)
+            dist.all_reduce(total, group=get_pipeline_parallel_group())
+            total = total.pow(1.0 / norm_type)
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    torch._foreach_mul_([_local(g) for g in grads], coef.to(_local(grads[0]).device))
+    return total
 
 
 def needs_gradient_reducer(num_micro_batches: int) -> bool:
