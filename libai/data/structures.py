@@ -55,19 +55,27 @@ class DistTensorData:
         self.sbp_list = _check_sbp_list(sbp_list)
         self.placement_idx = int(placement_idx)
 
-    def to_global(self, device: Optional[torch.device | str] = None) -> "DistTensorData":
-        """Move the tensor to `device` (default: this process's compute device) in place.
+    def to_global(self, sbp=None, placement=None, device_type: Optional[str] = None) -> "DistTensorData":
+        """Make `self.tensor` a DTensor over the ("dp", "tp") mesh of its pipeline stage, in place.
 
-        The tensor stays local: each data-parallel rank keeps its shard of the global batch.
-        Returns self so calls can be chained.
+        The loader gave this rank its data-parallel shard of the global batch; the DTensor
+        says so (`"split_0"` over "dp" -> `Shard(0)`, `"broadcast"` over "tp" ->
+        `Replicate()`) without moving data. The mesh is the one of stage `placement_idx`
+        (0: first, -1: last), unless `placement` (a DeviceMesh) is given; `sbp` (strings or
+        placements) overrides `sbp_list`. `device_type` is accepted for LiBai compatibility:
+        the device is this process's compute device. Returns self.
         """
-        if device is None:
-            # Imported here: the structures are also used in processes (loader workers)
-            # that never build a device mesh.
-            from libai.utils.distributed import get_device
+        # Imported here: the structures are also used in loader worker processes that never
+        # build a device mesh.
+        from torch.distributed.tensor import DTensor
 
-            device = get_device()
-        self.tensor = self.tensor.to(device)
+        from libai.utils import distributed as dist
+
+        mesh = placement if placement is not None else dist.get_stage_placement(self.placement_idx)
+        sbp = sbp if sbp is not None else self.sbp_list
+        placements = [dist.parse_sbp(p) if isinstance(p, str) else p for p in sbp]
+        local = self.tensor.to_local() if isinstance(self.tensor, DTensor) else self.tensor
+        self.tensor = DTensor.from_local(local.to(dist.get_device()), mesh, placements, run_check=False)
         return self
 
     @staticmethod

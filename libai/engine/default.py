@@ -342,8 +342,8 @@ class DefaultTrainer(TrainerBase):
     def get_batch(cls, data: Instance, input_placement_device: str = "cuda", mixup_func: Optional[Callable] = None) -> dict:
         """Turn an `Instance` of `DistTensorData` into the model's keyword arguments.
 
-        Each field is laid out for this rank (`to_global`) and keyed by its field name,
-        which is the name of the model's `forward` argument.
+        Each field is laid out over the mesh (`to_global`) and handed to the model as this
+        rank's part, keyed by its field name (the model's `forward` argument name).
         """
         if mixup_func is not None:
             images, labels = mixup_func(data.get("images").tensor, data.get("labels").tensor)
@@ -351,8 +351,9 @@ class DefaultTrainer(TrainerBase):
             data.get("labels").tensor = labels
         batch = {}
         for key, value in data.get_fields().items():
-            value.to_global()
-            batch[key] = value.tensor
+            # The model computes on this rank's shard; layers that need the global view
+            # reach it through the mesh (libai.utils.distributed).
+            batch[key] = value.to_global().tensor.to_local()
         return batch
 
     # ---- hooks and writers -----------------------------------------------------------

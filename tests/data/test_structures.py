@@ -22,11 +22,21 @@ def test_dist_tensor_data_rejects_bad_input():
         DistTensorData([1, 2])
 
 
-def test_dist_tensor_data_to_global_moves_in_place():
-    d = DistTensorData(torch.arange(3, dtype=torch.float64))
-    assert d.to_global(device="cpu") is d
-    assert d.tensor.device.type == "cpu"
-    assert d.tensor.tolist() == [0.0, 1.0, 2.0]
+def test_dist_tensor_data_to_global_makes_a_dtensor_in_place():
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+
+    from libai.utils.distributed import setup_dist_util
+
+    setup_dist_util({}, device="cpu")
+    d = DistTensorData(torch.arange(3, dtype=torch.float64), placement_idx=-1)
+    assert d.to_global() is d
+    assert isinstance(d.tensor, DTensor)
+    assert list(d.tensor.placements) == [Shard(0), Replicate()]
+    assert d.tensor.device_mesh.mesh_dim_names == ("dp", "tp")
+    assert d.tensor.to_local().tolist() == [0.0, 1.0, 2.0]
+    # Converting again keeps the data (a second to_global is harmless).
+    assert d.to_global(sbp=["broadcast", "broadcast"]).tensor.placements == (Replicate(), Replicate())
+    assert d.tensor.to_local().tolist() == [0.0, 1.0, 2.0]
 
 
 def test_dist_tensor_data_stack():

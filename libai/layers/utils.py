@@ -1,0 +1,77 @@
+"""Shared helpers of the parallel layers: building sharded parameters and local views.
+
+Every layer builds its parameters the same way (see the team's parameter convention): the
+FULL tensor is drawn from the global RNG exactly as a one-process layer would draw it, then
+each rank keeps its shard as a DTensor on the tensor-parallel mesh of the layer's pipeline
+stage. So the initial weights do not depend on the layout.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor import DTensor, Placement, distribute_tensor
+
+from libai.utils import distributed as dist
+
+InitMethod = Callable[[torch.Tensor], object]
+
+
+def tp_mesh(layer_idx: int = 0) -> DeviceMesh:
+    """The 1-D "tp" mesh of the pipeline stage that owns `layer_idx` (-1: the last layer)."""
+    return dist.get_layer_placement(layer_idx)["tp"]
+
+
+def mesh_rank(mesh: DeviceMesh) -> int:
+    """This rank's position on a 1-D mesh; 0 on a rank outside it (another pipeline stage).
+
+    A rank outside the mesh holds empty shards and never runs the layer, so the value only
+    has to be valid, not meaningful.
+    """
+    coordinate = mesh.get_coordinate()
+    return coordinate[0] if coordinate else 0
+
+
+def check_divisible(size: int, tp_size: int, what: str) -> None:
+    """Raise a one-line ValueError when `size` cannot be split evenly over `tp_size` ranks."""
+    if size % tp_size != 0:
+        raise ValueError(
+            f"{what} ({size}) is not divisible by tensor_parallel_size ({tp_size}): "
+            f"change the model size or train.dist.tensor_parallel_size"
+        )
+
+
+@torch.no_grad()
+def full_init(
+    shape: tuple[int, ...],
+    init_method: Optional[InitMethod],
+    dtype: Optional[torch.dtype] = None,
+    fill: float = 0.0,
+) -> torch.Tensor:
+    """A full-size tensor initialised by `init_method`, or filled with `fill` when it is None.
+
+    Drawn on this rank's device from the global RNG, so every rank of a layer draws the same
+    numbers as a one-process run seeded the same way.
+    """
+    tensor = torch.empty(shape, dtype=dtype or torch.get_default_dtype(), device=dist.get_device())
+    if init_method is None:
+        tensor.fill_(fill)
+    else:
+        init_method(tensor)
+    return tensor
+
+
+def make_parameter(full: torch.Tensor, mesh: DeviceMesh, placement: Placement) -> nn.Parameter:
+    """`nn.Parameter(DTensor)` holding this rank's `placement` shard of `full` on `mesh`.
+
+    Every rank already holds the same full tensor (same seed, same draws), so each keeps its
+    own slice locally (`src_data_rank=None`) instead of receiving it from rank 0.
+    """
+    return nn.Parameter(distribute_tensor(full.detach(), mesh, [placement], src_data_rank=None))
+
+
+def to_local(tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """This rank's part of a DTensor (input or parameter); a plain tensor or None as it is."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
