@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tests.test_train_mnist import read_metrics, train_sh
+from tests.helpers.runs import read_metrics, train_sh
 
 
 def final_accuracy(output_dir: str) -> float:

@@ -3,19 +3,13 @@
 Each run is a real torchrun launch of the user-facing tools; the assertions read what a
 user reads (metrics.json, checkpoints, the error line).
 """
-import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from tests.helpers.dist import free_port
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(REPO, "projects/mnist/config.py")
+from tests.helpers.runs import losses_by_iter, read_metrics, train_sh
 
 # 20 iterations with a global batch of 64: 1 process accumulates 4 micro-batches of 16,
 # 2 processes 2 each, 4 processes 1 each.
@@ -29,30 +23,6 @@ SHORT_RUN = [
     "train.evaluation.enabled=False",
     "train.checkpointer.period=10",
 ]
-
-
-def train_sh(nproc: int, output_dir: str, *overrides: str, resume: bool = False, check: bool = True):
-    """Run `bash tools/train.sh tools/train_net.py CONFIG nproc ...`; return the process.
-
-    Flags among `overrides` (`--eval-only`, ...) are passed before the key=value pairs.
-    """
-    cmd = ["bash", os.path.join(REPO, "tools/train.sh"), os.path.join(REPO, "tools/train_net.py"), CONFIG, str(nproc)]
-    flags = [o for o in overrides if o.startswith("--")] + (["--resume"] if resume else [])
-    cmd += flags + [f"train.output_dir={output_dir}"] + [o for o in overrides if not o.startswith("--")]
-    env = dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
-
-
-def read_metrics(output_dir: str) -> list:
-    with open(os.path.join(output_dir, "metrics.json")) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def losses_by_iter(output_dir: str) -> dict:
-    return {m["iteration"]: m["total_loss"] for m in read_metrics(output_dir) if "total_loss" in m}
 
 
 def final_weights(output_dir: str, name: str = "model_final") -> dict:
