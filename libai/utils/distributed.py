@@ -505,8 +505,9 @@ def broadcast_parameters(model: torch.nn.Module) -> None:
         return
     group = get_data_parallel_group()
     src = dist.get_global_rank(group, 0)
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        dist.broadcast(tensor.data, src=src, group=group)
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(_local(tensor), src=src, group=group)
 
 
 class GradientReducer:

@@ -1,0 +1,209 @@
+"""Multi-head self and cross attention, with heads split over tensor-parallel ranks."""
+from __future__ import annotations
+
+import enum
+import math
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .linear import Linear
+from .utils import InitMethod, check_divisible, to_local, tp_mesh
+
+KeyValue = tuple[torch.Tensor, torch.Tensor]
+
+
+class AttnMaskType(enum.Enum):
+    """Which mask an attention layer applies by itself: none beyond the given one, or causal."""
+
+    padding = 1
+    causal = 2
+
+
+class MultiheadAttention(nn.Module):
+    """LiBai's multi-head attention: self attention (fused QKV) or cross attention.
+
+    Self attention projects with ONE column-parallel `query_key_value` (hidden -> 3 * hidden)
+    whose output columns are laid out per head, `[num_heads, 3, head_size]` (q, k, v of head
+    0, then of head 1, ...), so splitting the columns over tensor-parallel ranks gives each
+    rank whole heads. Cross attention uses `query` (col) and `key_value` (col, laid out
+    `[num_heads, 2, head_size]`). The row-parallel `dense` output projection sums the heads'
+    contributions over ranks, so the output is replicated over tensor-parallel ranks.
+
+    Masks follow LiBai: `attention_mask` holds 1 to attend and 0 to mask, and broadcasts to
+    [batch, heads, tgt_len, src_len] (e.g. [b, 1, 1, k] or [b, 1, q, k]); with
+    `attn_mask_type=AttnMaskType.causal` a causal mask is applied as well (aligned to the
+    last query, so it also holds when decoding with `past_key_value`). A query row whose
+    keys are all masked gives zeros.
+
+    `apply_query_key_layer_scaling` and the fusion switches are accepted for LiBai
+    compatibility: in LiBai they change only how fp16 numbers are formed, not the result,
+    and `F.scaled_dot_product_attention` already scales inside its kernel.
+
+    Args:
+        hidden_size: size of the hidden states.
+        num_attention_heads: number of heads (must divide by the tensor-parallel size).
+        is_cross_attention: keys and values come from `encoder_states`.
+        attention_dropout_prob: dropout on the attention probabilities.
+        output_dropout_prob: dropout on the output.
+        init_method: initialiser of the input projections' weights.
+        output_layer_init_method: initialiser of `dense`'s weight (default: init_method).
+        bias_dropout_fusion, scale_mask_softmax_fusion, apply_query_key_layer_scaling: see above.
+        attn_mask_type: `AttnMaskType.padding` (only the given mask) or `.causal`.
+        layer_idx: index of the layer that owns it, which picks its pipeline stage.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_attention_heads: int,
+        is_cross_attention: bool = False,
+        attention_dropout_prob: float = 0.0,
+        output_dropout_prob: float = 0.0,
+        init_method: InitMethod = nn.init.xavier_normal_,
+        output_layer_init_method: Optional[InitMethod] = None,
+        bias_dropout_fusion: bool = False,
+        scale_mask_softmax_fusion: bool = False,
+        apply_query_key_layer_scaling: bool = False,
+        attn_mask_type: AttnMaskType = AttnMaskType.padding,
+        *,
+        layer_idx: int = 0,
+    ) -> None:
+        super().__init__()
+        if hidden_size % num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads})"
+            )
+        # Checked before any weight is drawn: each rank must hold whole heads.
+        check_divisible(num_attention_heads, tp_mesh(layer_idx).size(), "MultiheadAttention num_attention_heads")
+        if output_layer_init_method is None:
+            output_layer_init_method = init_method
+        self.hidden_size = hidden_size
+        self.num_heads = num_attention_heads
+        self.head_size = hidden_size // num_attention_heads
+        self.is_cross_attention = is_cross_attention
+        self.attention_dropout_prob = attention_dropout_prob
+        self.bias_dropout_fusion = bias_dropout_fusion
+        self.scale_mask_softmax_fusion = scale_mask_softmax_fusion
+        self.apply_query_key_layer_scaling = apply_query_key_layer_scaling
+        self.attn_mask_type = attn_mask_type
+        self.layer_idx = layer_idx
+        self.norm_factor = 1.0 / math.sqrt(self.head_size)
+
+        def col(out_features: int) -> Linear:
+            return Linear(hidden_size, out_features, parallel="col", init_method=init_method, layer_idx=layer_idx)
+
+        if is_cross_attention:
+            self.query = col(hidden_size)
+            self.key_value = col(2 * hidden_size)
+        else:
+            self.query_key_value = col(3 * hidden_size)
+        self.dense = Linear(
+            hidden_size,
+            hidden_size,
+            parallel="row",
+            init_method=output_layer_init_method,
+            skip_bias_add=bias_dropout_fusion,
+            layer_idx=layer_idx,
+        )
+        self.tp_size = self.dense.tp_size
+        self.local_heads = num_attention_heads // self.tp_size
+        self.head_start = self.dense.tp_rank * self.local_heads
+        self.dropout = nn.Dropout(attention_dropout_prob)
+        self.output_dropout = nn.Dropout(output_dropout_prob)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_states: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        past_key_value: Optional[KeyValue] = None,
+        use_cache: bool = False,
+    ) -> Union[torch.Tensor, tuple[torch.Tensor, KeyValue]]:
+        """Attend from `hidden_states` [b, q, hidden] to itself or to `encoder_states` [b, k, hidden].
+
+        `past_key_value` holds this rank's cached (key, value), each [b, local_heads, len,
+        head_size]; with `use_cache=True` the result is `(output, (key, value))`.
+        """
+        hidden_states = to_local(hidden_states)
+        query, key, value = self._project(hidden_states, to_local(encoder_states), past_key_value)
+        present = (key, value) if use_cache else None
+        mask = self._build_mask(to_local(attention_mask), query.shape[2], key.shape[2], query.device)
+        context = self._attend(query, key, value, mask)
+        # [b, heads, q, head_size] -> [b, q, heads * head_size]: this rank's slice of hidden.
+        output = self.dense(context.transpose(1, 2).flatten(2))
+        if self.bias_dropout_fusion:
+            output, bias = output
+            output = output + bias
+        output = self.output_dropout(output)
+        return (output, present) if use_cache else output
+
+    def _heads(self, x: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
+        """Split a projection laid out [b, s, heads, parts, head_size] into `parts` [b, heads, s, d]."""
+        x = x.view(x.shape[0], x.shape[1], self.local_heads, parts * self.head_size).permute(0, 2, 1, 3)
+        return x.chunk(parts, dim=-1)
+
+    def _project(self, hidden_states, encoder_states, past_key_value):
+        if self.is_cross_attention:
+            (query,) = self._heads(self.query(hidden_states), 1)
+            if past_key_value is not None:
+                # Cross-attention keys and values depend only on the encoder: reuse them.
+                key, value = past_key_value
+            elif encoder_states is not None:
+                key, value = self._heads(self.key_value(encoder_states), 2)
+            else:
+                raise ValueError("cross attention needs encoder_states or past_key_value")
+            return query, key, value
+        query, key, value = self._heads(self.query_key_value(hidden_states), 3)
+        if past_key_value is not None:
+            past_key, past_value = past_key_value
+            key = torch.cat((past_key.to(key.dtype), key), dim=2)
+            value = torch.cat((past_value.to(value.dtype), value), dim=2)
+        return query, key, value
+
+    def _build_mask(self, attention_mask, tgt_len: int, src_len: int, device) -> Optional[torch.Tensor]:
+        """A boolean keep-mask broadcastable to [b, local_heads, q, k], or None."""
+        mask = None
+        if attention_mask is not None:
+            mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask > 0.5
+            if mask.dim() == 4 and mask.shape[1] == self.num_heads and self.tp_size > 1:
+                # A per-head mask: keep this rank's heads.
+                mask = mask[:, self.head_start : self.head_start + self.local_heads]
+        if self.attn_mask_type == AttnMaskType.causal:
+            # Aligned to the last query: with a cache, query i sits at position src - tgt + i.
+            causal = torch.ones(tgt_len, src_len, dtype=torch.bool, device=device).tril(src_len - tgt_len)
+            mask = causal if mask is None else mask & causal
+        return mask
+
+    def _attend(self, query, key, value, mask) -> torch.Tensor:
+        if self.training and self.attention_dropout_prob > 0.0:
+            return self._attend_with_dropout(query, key, value, mask)
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=self.norm_factor)
+
+    def _attend_with_dropout(self, query, key, value, mask) -> torch.Tensor:
+        """Attention with dropout drawn for ALL heads, each rank keeping its heads' part.
+
+        Every tensor-parallel rank draws the same numbers (same RNG state), so the heads get
+        independent masks and the result equals the one-process layer's for the same seed.
+        """
+        scores = torch.matmul(query, key.transpose(-1, -2)) * self.norm_factor
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        probs = torch.softmax(scores, dim=-1)
+        if mask is not None:
+            # Rows with every key masked attend to nothing, as in the SDPA path.
+            probs = probs * mask.any(dim=-1, keepdim=True)
+        b, _, q, k = probs.shape
+        p = self.attention_dropout_prob
+        noise = torch.rand(b, self.num_heads, q, k, device=probs.device)
+        keep = noise[:, self.head_start : self.head_start + self.local_heads] >= p
+        probs = probs * keep / (1.0 - p)
+        return torch.matmul(probs, value)
+
+    def extra_repr(self) -> str:
+        return (
+            f"hidden_size={self.hidden_size}, num_heads={self.num_heads}, "
+            f"is_cross_attention={self.is_cross_attention}"
+        )

@@ -1,0 +1,83 @@
+"""The transformer feed-forward block: column-parallel up projection, GELU, row-parallel down."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .linear import Linear
+from .utils import InitMethod, to_local
+
+
+class MLP(nn.Module):
+    """`dropout(dense_4h_to_h(gelu(dense_h_to_4h(x))))`, split over tensor-parallel ranks.
+
+    `dense_h_to_4h` is column-parallel (each rank computes its slice of the hidden units),
+    `dense_4h_to_h` row-parallel (partial outputs summed over ranks), so the block needs one
+    all-reduce forward and one backward. The output is replicated over tensor-parallel ranks.
+
+    Args:
+        hidden_size: size of the input and output.
+        ffn_hidden_size: size of the intermediate layer (must divide by the tp size).
+        output_dropout_prob: dropout on the output.
+        init_method: initialiser of `dense_h_to_4h`'s weight.
+        output_layer_init_method: initialiser of `dense_4h_to_h`'s weight (default: init_method).
+        bias_gelu_fusion: LiBai's fused bias + GELU; the same arithmetic here.
+        bias_dropout_fusion: LiBai's fused bias + dropout; the same arithmetic here.
+        layer_idx: index of the layer that owns it, which picks its pipeline stage.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        ffn_hidden_size: int,
+        output_dropout_prob: float = 0.0,
+        init_method: InitMethod = nn.init.xavier_normal_,
+        output_layer_init_method: Optional[InitMethod] = None,
+        bias_gelu_fusion: bool = False,
+        bias_dropout_fusion: bool = False,
+        *,
+        layer_idx: int = 0,
+    ) -> None:
+        super().__init__()
+        self.output_dropout_prob = output_dropout_prob
+        self.bias_gelu_fusion = bias_gelu_fusion
+        self.bias_dropout_fusion = bias_dropout_fusion
+        if output_layer_init_method is None:
+            output_layer_init_method = init_method
+        self.dense_h_to_4h = Linear(
+            hidden_size,
+            ffn_hidden_size,
+            bias=True,
+            parallel="col",
+            init_method=init_method,
+            skip_bias_add=bias_gelu_fusion,
+            layer_idx=layer_idx,
+        )
+        self.activation_func = nn.GELU()
+        self.dense_4h_to_h = Linear(
+            ffn_hidden_size,
+            hidden_size,
+            bias=True,
+            parallel="row",
+            init_method=output_layer_init_method,
+            skip_bias_add=bias_dropout_fusion,
+            layer_idx=layer_idx,
+        )
+        self.dropout = nn.Dropout(output_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Apply the block to replicated `hidden_states` of shape [..., hidden_size]."""
+        intermediate = self.dense_h_to_4h(to_local(hidden_states))
+        if self.bias_gelu_fusion:
+            intermediate, bias = intermediate
+            intermediate = F.gelu(intermediate + bias)
+        else:
+            intermediate = self.activation_func(intermediate)
+        output = self.dense_4h_to_h(intermediate)
+        if self.bias_dropout_fusion:
+            output, bias = output
+            output = output + bias
+        return self.dropout(output)
