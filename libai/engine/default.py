@@ -238,6 +238,12 @@ def _autocast_setup(cfg) -> tuple[Optional[torch.dtype], Optional[torch.amp.Grad
 
 def _warn_unsupported(cfg) -> None:
     """Say which accepted config switches this version does not act on yet."""
+    if dist.get_pipeline_parallel_size() > 1:
+        raise dist.DistLayoutError(
+            "train.dist.pipeline_parallel_size > 1 is not wired into DefaultTrainer yet "
+            "(libai.engine.pipeline has the stage engine): set pipeline_parallel_size=1 and use "
+            "data/tensor parallelism"
+        )
     for key in ("train.zero_optimization.enabled", "train.activation_checkpoint.enabled"):
         if try_get_key(cfg, key, default=False):
             logger.warning("%s=True is not implemented yet and is ignored: training runs without it", key)

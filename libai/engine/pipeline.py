@@ -1,0 +1,588 @@
+"""Pipeline parallelism: turn an ordinary LiBai model into this rank's pipeline stage(s).
+
+A LiBai model only says `layer_idx` on its layers. This module finds the *blocks* (the
+outermost modules that carry a `layer_idx`), maps each to a pipeline stage with LiBai's
+layer -> stage map (`distributed.get_layer_stage_id`, or `custom_pipeline_stage_id`), and
+runs a training step over micro-batches with `torch.distributed.pipelining`'s
+`PipelineStage` and one of its schedules ("GPipe", "1F1B", "Interleaved1F1B").
+
+Why a stage wrapper and not the tracer (`pipeline()` + `SplitPoint`)
+-------------------------------------------------------------------
+The tracer runs `torch.export` on the whole model on every rank. That does not fit LiBai:
+
+* parameters of another stage's layers are DTensor shells on this rank (a rank outside a
+  stage's mesh holds an empty local tensor), so tracing the full forward fails on shapes;
+* tensor-parallel layers call process-group collectives inside custom autograd Functions,
+  which export does not trace;
+* the traced graph is specialised to the example micro-batch and loses the module tree
+  (state_dict names, hooks, activation checkpointing, `torch.compile` of single layers).
+
+The wrapper keeps the user's model and module tree unchanged and replays the model's own
+`forward(**inputs)` on every stage, with the blocks of other stages replaced *in place* by
+cheap stand-ins (their `forward` is swapped; their parameters are freed):
+
+* a block of an **earlier** stage returns, if it is the last such block in registration
+  order (the "boundary" block of the previous stage), the activation received from the
+  previous stage; any other earlier block returns a `meta` tensor of the same shape, so glue
+  code between earlier blocks (adds, dropout, reshapes) costs nothing;
+* the first call of a block of a **later** stage ends the replay: the stage sends the output
+  of its own boundary block (its last block in registration order) to the next stage;
+* the **last** stage runs to the end of `forward`, gets the model's output dict and returns
+  the values whose key contains "loss"; the schedule's loss function sums them.
+
+So glue code and keyword inputs (masks, labels, position ids) work unchanged: every stage
+sees every input. A model whose later stage reads an earlier block's output other than
+the boundary's (a skip connection across stages, e.g. an encoder output feeding decoder
+cross-attention on another stage) meets a `meta` tensor and fails with a clear error
+instead of training a wrong model.
+
+Ownership and memory: every rank builds the full model from the same seed (the one-process
+initialisation); `build_pipeline` then frees the parameters of blocks this rank does not
+own (plain tensors become `ForeignParameter`s on `meta`, not trained, that raise a clear
+error when computed with; DTensor parameters of another stage are already empty shells).
+Parameters outside every block belong to the last stage (where LiBai places heads and
+losses, layer -1). A weight tied across stages (an LM head reading the stage-0 word
+embedding) is the layer's business: it must give the last stage its own copy.
+
+Gradients: after `step`, every owned parameter's `.grad` holds the SUM of the micro-batch
+gradients (the schedules' `scale_grads=False`), i.e. `num_microbatches x` the mean. Set
+`engine.on_microbatch_backward = reducer.accumulate` (a `GradientReducer` over
+`engine.parameters()` with `num_micro_batches=num_microbatches`) to sum them exactly in
+float64 instead; `reducer.reduce()` then leaves the mean over micro-batches and
+data-parallel replicas, as in the eager trainer.
+
+Inputs: `step(batch)` takes this rank's data-parallel shard of every field (plain tensors,
+or DTensors this rank holds) on every stage, because every stage replays `forward`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Optional
+
+import torch
+import torch.distributed as torch_dist
+from torch import nn
+from torch.distributed.pipelining import (
+    PipelineStage,
+    Schedule1F1B,
+    ScheduleGPipe,
+    ScheduleInterleaved1F1B,
+)
+from torch.distributed.tensor import DTensor
+
+from libai.utils import distributed as dist
+
+logger = logging.getLogger(__name__)
+
+SCHEDULES = {
+    "GPipe": ScheduleGPipe,
+    "1F1B": Schedule1F1B,
+    "Interleaved1F1B": ScheduleInterleaved1F1B,
+}
+
+
+class PipelineError(ValueError):
+    """A model or setting that cannot be run as a pipeline."""
+
+
+# --------------------------------------------------------------------------------------
+# Blocks and their stages
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Block:
+    """An outermost module carrying a `layer_idx`, and the (virtual) stage that runs it."""
+
+    name: str
+    module: nn.Module
+    layer_idx: int
+    stage: int
+
+
+def find_blocks(model: nn.Module) -> list[tuple[str, nn.Module, int]]:
+    """The outermost submodules with an integer `layer_idx`, in registration order.
+
+    LiBai tags both a `TransformerLayer` and its inner Linear/LayerNorm with the same
+    `layer_idx`; the outer module is the unit a stage runs. Raises `PipelineError` when
+    the model has no tagged module.
+    """
+    blocks: list[tuple[str, nn.Module, int]] = []
+    inside: list[str] = []  # names of blocks already taken; their submodules are skipped
+    for name, module in model.named_modules():
+        if not name or any(name.startswith(prefix + ".") for prefix in inside):
+            continue
+        layer_idx = getattr(module, "layer_idx", None)
+        if isinstance(layer_idx, int) and not isinstance(layer_idx, bool):
+            blocks.append((name, module, layer_idx))
+            inside.append(name)
+    if not blocks:
+        raise PipelineError(
+            f"{type(model).__name__} has no submodule with a `layer_idx` attribute, so it cannot be "
+            f"split into pipeline stages: build it from libai.layers (which take layer_idx) or set "
+            f"`layer_idx` on its embedding, transformer layers and head"
+        )
+    return blocks
+
+
+def layer_stage_map(num_virtual_stages: int = 1) -> list[int]:
+    """Stage of each layer for `pp x num_virtual_stages` (virtual) stages.
+
+    With one virtual stage per rank this is `distributed`'s map (LiBai's, or
+    `custom_pipeline_stage_id`). Interleaved schedules split the layers into
+    `pp x num_virtual_stages` stages with the same LiBai rule; virtual stage `k` runs on
+    pipeline rank `k % pp`.
+    """
+    util = dist.get_dist_util()
+    if num_virtual_stages == 1:
+        return list(util.layer_stage_ids)
+    num_stages = util.pipeline_parallel_size * num_virtual_stages
+    return dist.get_layer_stage_ids(len(util.layer_stage_ids), num_stages)
+
+
+def assign_stages(model: nn.Module, num_virtual_stages: int = 1) -> list[Block]:
+    """Every block of `model` with its (virtual) stage, in registration order.
+
+    Checks that every stage gets at least one block and that a `layer_idx` is inside
+    `pipeline_num_layers`.
+    """
+    stage_ids = layer_stage_map(num_virtual_stages)
+    num_layers = len(stage_ids)
+    blocks = []
+    for name, module, layer_idx in find_blocks(model):
+        if not -num_layers <= layer_idx < num_layers:
+            raise PipelineError(
+                f"module {name!r} has layer_idx={layer_idx} but train.dist.pipeline_num_layers is "
+                f"{num_layers}: set pipeline_num_layers to the model's number of layers"
+            )
+        blocks.append(Block(name, module, layer_idx, stage_ids[layer_idx]))
+    num_stages = dist.get_pipeline_parallel_size() * num_virtual_stages
+    empty = sorted(set(range(num_stages)) - {b.stage for b in blocks})
+    if empty:
+        raise PipelineError(
+            f"pipeline stages {empty} own no layer of {type(model).__name__}: lower "
+            f"pipeline_parallel_size or change custom_pipeline_stage_id"
+        )
+    return blocks
+
+
+# --------------------------------------------------------------------------------------
+# Replaying the model's forward on one stage
+# --------------------------------------------------------------------------------------
+
+
+class _StageDone(BaseException):
+    """Raised by the first later-stage block: the stage's part of `forward` is over.
+
+    A BaseException so that a model's own `except Exception` cannot swallow it.
+    """
+
+
+@dataclass
+class _Replay:
+    """State of one stage's forward while the model's `forward` runs."""
+
+    stage: int
+    recv_block: Optional[str]  # the previous stage's boundary block (None on stage 0)
+    send_block: str  # this stage's boundary block
+    received: tuple = ()
+    output: Any = None
+    sent: bool = False
+    placeholders: dict = field(default_factory=dict)
+
+
+def _as_tensors(value: Any, what: str) -> tuple[torch.Tensor, ...]:
+    if isinstance(value, torch.Tensor):
+        return (value,)
+    if isinstance(value, (tuple, list)) and all(isinstance(v, torch.Tensor) for v in value):
+        return tuple(value)
+    raise PipelineError(
+        f"{what} returns {type(value).__name__}; a block whose output crosses a pipeline stage "
+        f"must return a tensor or a tuple of tensors"
+    )
+
+
+def _has_meta(values: Any) -> bool:
+    flat = values.values() if isinstance(values, Mapping) else values
+    for v in flat:
+        if isinstance(v, torch.Tensor) and v.is_meta:
+            return True
+        if isinstance(v, (tuple, list)) and _has_meta(v):
+            return True
+    return False
+
+
+class _StageModule(nn.Module):
+    """The `PipelineStage` submodule of one (virtual) stage: replays the model's forward."""
+
+    def __init__(self, engine: "PipelineEngine", stage: int) -> None:
+        super().__init__()
+        self.model = engine.model
+        self._engine = engine
+        self.stage = stage
+        self.num_stages = engine.num_stages
+        own = [b.name for b in engine.blocks if b.stage == stage]
+        earlier = [b.name for b in engine.blocks if b.stage == stage - 1]
+        self._send_block = own[-1]
+        self._recv_block = earlier[-1] if stage > 0 else None
+
+    def forward(self, *received: torch.Tensor, **inputs: Any):
+        replay = _Replay(self.stage, self._recv_block, self._send_block, received)
+        self._engine._active = replay
+        try:
+            output = self.model(**inputs)
+        except _StageDone:
+            return self._boundary_output(replay)
+        except RuntimeError as err:
+            if "meta" in str(err):
+                raise PipelineError(
+                    f"pipeline stage {self.stage} computed with a value of another stage "
+                    f"(a parameter or a block output that does not cross the stage boundary, "
+                    f"e.g. a skip connection across stages): {err}"
+                ) from err
+            raise
+        finally:
+            self._engine._active = None
+        if self.stage != self.num_stages - 1:
+            raise PipelineError(
+                f"{type(self.model).__name__}.forward ended on pipeline stage {self.stage} without "
+                f"calling a layer of stage {self.stage + 1}: check the modules' layer_idx"
+            )
+        return self._losses(output)
+
+    def _boundary_output(self, replay: _Replay) -> tuple[torch.Tensor, ...]:
+        if not replay.sent:
+            raise PipelineError(
+                f"pipeline stage {self.stage} reached a later stage's layer before calling its "
+                f"boundary module {self._send_block!r}: modules must be registered in call order"
+            )
+        outputs = _as_tensors(replay.output, f"module {self._send_block!r}")
+        if _has_meta(outputs):
+            raise PipelineError(
+                f"module {self._send_block!r} on stage {self.stage} computed with the output of a "
+                f"block of an earlier stage other than {self._recv_block!r}: only the previous "
+                f"stage's last block output crosses a stage boundary"
+            )
+        return outputs
+
+    def _losses(self, output: Any) -> tuple[torch.Tensor, ...]:
+        if not isinstance(output, Mapping):
+            raise PipelineError(
+                f"{type(self.model).__name__}.forward returned {type(output).__name__}; a model "
+                f"trained with pipeline parallelism must return a dict of losses"
+            )
+        keys = self._engine._loss_keys(output)
+        losses = tuple(output[k].reshape(1) for k in keys)
+        if _has_meta(losses):
+            raise PipelineError(
+                f"the losses of {type(self.model).__name__} on the last stage depend on a block "
+                f"output that did not cross the stage boundary (a skip connection across stages)"
+            )
+        return losses
+
+
+def _stand_in_forward(engine: "PipelineEngine", block: Block, original: Callable) -> Callable:
+    """The `forward` a block gets: its own on its stage, a stand-in on other stages."""
+
+    def forward(*args, **kwargs):
+        replay = engine._active
+        if replay is None:
+            return original(*args, **kwargs)
+        if block.stage == replay.stage:
+            if _has_meta(args) or _has_meta(kwargs):
+                raise PipelineError(
+                    f"module {block.name!r} on pipeline stage {block.stage} gets the output of a "
+                    f"block of an earlier stage other than {replay.recv_block!r}: only the previous "
+                    f"stage's last block output crosses a stage boundary"
+                )
+            out = original(*args, **kwargs)
+            if block.name == replay.send_block:
+                replay.output, replay.sent = out, True
+            return out
+        if block.stage > replay.stage:
+            raise _StageDone()
+        if block.name == replay.recv_block:
+            received = replay.received
+            return received[0] if len(received) == 1 else received
+        # An earlier block whose output should not matter here: a free meta placeholder.
+        return _placeholder(replay)
+
+    return forward
+
+
+def _placeholder(replay: _Replay):
+    if "value" not in replay.placeholders:
+        metas = tuple(torch.empty_like(t, device="meta") for t in replay.received)
+        replay.placeholders["value"] = metas[0] if len(metas) == 1 else metas
+    return replay.placeholders["value"]
+
+
+class ForeignParameter(nn.Parameter):
+    """A parameter of another pipeline stage, freed on this rank (its data is on `meta`).
+
+    Reading its metadata (shape, dtype, `detach`, `repr`) works; computing with it raises
+    a `PipelineError` that names it. (A plain `meta` tensor would not be safe: some CPU
+    kernels such as `F.linear` accept a `meta` weight and return uninitialised memory.)
+    """
+
+    _ALLOWED = {"detach", "size", "dim", "numel", "__repr__", "__format__", "__reduce_ex__", "__deepcopy__"}
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in cls._ALLOWED or isinstance(func, type(torch.Tensor.shape)) or name == "__get__":
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(*args, **(kwargs or {}))
+        owner = next((a for a in args if isinstance(a, ForeignParameter)), None)
+        label = getattr(owner, "_pipeline_name", "a parameter")
+        raise PipelineError(
+            f"{label!s} belongs to another pipeline stage but is used on this one (e.g. a weight "
+            f"tied across stages): its memory was freed here; give this stage its own copy "
+            f"(layer_idx) or keep the use on the owning stage"
+        )
+
+
+def _free_parameters(model: nn.Module, foreign: dict[int, str]) -> None:
+    """Release the memory of the parameters whose id is in `foreign` (id -> name).
+
+    Each becomes a `ForeignParameter` on `meta` with `requires_grad=False` in the same
+    module slot, so model code that names it still resolves. DTensor parameters of another
+    stage are already empty shells on this rank; they only stop requiring gradients.
+    """
+    replaced: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is None or id(param) not in foreign:
+                continue
+            if isinstance(param, DTensor):
+                param.requires_grad_(False)
+                continue
+            if id(param) not in replaced:
+                meta = torch.empty_like(param.data, device="meta")
+                stand_in = ForeignParameter(meta, requires_grad=False)
+                stand_in._pipeline_name = foreign[id(param)]
+                replaced[id(param)] = stand_in
+            module._parameters[name] = replaced[id(param)]
+
+
+# --------------------------------------------------------------------------------------
+# The engine
+# --------------------------------------------------------------------------------------
+
+
+class _Stage(PipelineStage):
+    """A `PipelineStage` that calls the engine's `on_microbatch_backward` after each
+    micro-batch's backward (where the eager trainer calls `GradientReducer.accumulate`)."""
+
+    def __init__(self, engine: "PipelineEngine", *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._engine = engine
+
+    def backward_one_chunk(
+        self, bwd_chunk_id: int, loss=None, full_backward: bool = True, last_backward=False
+    ):
+        super().backward_one_chunk(
+            bwd_chunk_id, loss=loss, full_backward=full_backward, last_backward=last_backward
+        )
+        hook = self._engine.on_microbatch_backward
+        if hook is not None and self.has_backward:
+            hook()
+
+
+def _sum_losses(output, target) -> torch.Tensor:
+    """The schedules' loss function: the sum of the model's "loss" values (target unused)."""
+    values = _as_tensors(output, "the last stage")
+    return sum(v.sum() for v in values)
+
+
+class PipelineEngine:
+    """This rank's pipeline stage(s) of `model` and the schedule that trains them.
+
+    Build it with `build_pipeline`. `step(batch)` runs forward and backward over
+    `num_microbatches` micro-batches of `batch` and returns the mean of every "loss" value
+    over them, on every stage. Owned parameters' `.grad` then hold the sum over
+    micro-batches (or whatever `on_microbatch_backward` leaves there).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_microbatches: int,
+        schedule: str = "1F1B",
+        num_virtual_stages: Optional[int] = None,
+        on_microbatch_backward: Optional[Callable[[], None]] = None,
+    ) -> None:
+        if schedule not in SCHEDULES:
+            raise PipelineError(
+                f"unknown pipeline schedule {schedule!r}: use one of {sorted(SCHEDULES)}"
+            )
+        if num_microbatches < 1:
+            raise PipelineError(f"num_microbatches must be at least 1, got {num_microbatches}")
+        interleaved = schedule == "Interleaved1F1B"
+        virtual = int(num_virtual_stages or (2 if interleaved else 1))
+        if virtual > 1 and not interleaved:
+            raise PipelineError(f"schedule {schedule!r} runs one stage per rank: use Interleaved1F1B")
+        pp = dist.get_pipeline_parallel_size()
+        if interleaved and num_microbatches % pp != 0:
+            raise PipelineError(
+                f"Interleaved1F1B needs a number of micro-batches divisible by "
+                f"pipeline_parallel_size ({pp}), got {num_microbatches}"
+            )
+        self.model = model
+        self.num_microbatches = int(num_microbatches)
+        self.schedule_name = schedule
+        self.num_stages = pp * virtual
+        self.blocks = assign_stages(model, virtual)
+        pp_rank = dist.get_pipeline_parallel_rank()
+        # Virtual stage k lives on pipeline rank k % pp (the interleaved schedules' layout).
+        self.stage_ids = [s for s in range(self.num_stages) if s % pp == pp_rank]
+        self._active: Optional[_Replay] = None
+        self._loss_key_list: Optional[list[str]] = None
+        self._metric_keys: Optional[list[str]] = None
+        self._owned = self._drop_foreign_parameters()
+        for block in self.blocks:
+            block.module.forward = _stand_in_forward(self, block, block.module.forward)
+        # Called after every micro-batch's backward; may be set after construction (a
+        # GradientReducer needs `self.parameters()`, which exist only now).
+        self.on_microbatch_backward = on_microbatch_backward
+        self.stages = [self._make_stage(s) for s in self.stage_ids]
+        self.schedule = self._make_schedule()
+
+    # -- construction ------------------------------------------------------------------
+
+    def _drop_foreign_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        owner: dict[int, int] = {}
+        for block in self.blocks:
+            for p in block.module.parameters():
+                owner.setdefault(id(p), block.stage)
+        last = self.num_stages - 1
+        mine = set(self.stage_ids)
+        owned, foreign = [], {}
+        for name, p in self.model.named_parameters():
+            if owner.get(id(p), last) in mine:
+                owned.append((name, p))
+            else:
+                foreign[id(p)] = name
+        _free_parameters(self.model, foreign)
+        return owned
+
+    def _make_stage(self, stage: int) -> PipelineStage:
+        return _Stage(
+            self,
+            _StageModule(self, stage),
+            stage,
+            self.num_stages,
+            dist.get_device(),
+            group=dist.get_pipeline_parallel_group(),
+        )
+
+    def _make_schedule(self):
+        cls = SCHEDULES[self.schedule_name]
+        stages = self.stages if self.schedule_name == "Interleaved1F1B" else self.stages[0]
+        return cls(stages, self.num_microbatches, loss_fn=_sum_losses, scale_grads=False)
+
+    # -- queries -----------------------------------------------------------------------
+
+    @property
+    def is_first(self) -> bool:
+        """Whether this rank runs the first stage (it needs the model's inputs)."""
+        return 0 in self.stage_ids
+
+    @property
+    def is_last(self) -> bool:
+        """Whether this rank runs the last stage (it computes the loss)."""
+        return self.num_stages - 1 in self.stage_ids
+
+    def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """(name, parameter) of the parameters this rank owns, with the model's names."""
+        return iter(self._owned)
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters this rank owns and trains (give these to the optimizer)."""
+        return (p for _, p in self._owned)
+
+    def block_names(self) -> list[str]:
+        """Names of the blocks this rank runs, in registration order."""
+        mine = set(self.stage_ids)
+        return [b.name for b in self.blocks if b.stage in mine]
+
+    # -- training ----------------------------------------------------------------------
+
+    def _loss_keys(self, output: Mapping) -> list[str]:
+        keys = sorted(k for k in output if "loss" in k)
+        if not keys:
+            raise PipelineError(
+                f"{type(self.model).__name__}.forward returned keys {sorted(output)} and none "
+                f"contains 'loss': the last pipeline stage needs a loss to train"
+            )
+        if self._loss_key_list is None:
+            self._loss_key_list = keys
+        return keys
+
+    def _prepare_inputs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        inputs = {}
+        for key, value in batch.items():
+            if isinstance(value, DTensor):
+                if value.device_mesh.get_coordinate() is None:
+                    raise PipelineError(
+                        f"batch field {key!r} is a DTensor on another pipeline stage; every stage "
+                        f"replays the model's forward and needs every field: pass this rank's "
+                        f"data-parallel shard as a plain tensor"
+                    )
+                value = value.to_local()
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                if value.shape[0] % self.num_microbatches != 0:
+                    raise PipelineError(
+                        f"batch field {key!r} has {value.shape[0]} rows, not divisible into "
+                        f"{self.num_microbatches} micro-batches"
+                    )
+                value = value.to(dist.get_device())
+            inputs[key] = value
+        return inputs
+
+    def step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Forward and backward all micro-batches of `batch`; return the mean losses.
+
+        `batch` maps the model's `forward` argument names to this rank's data-parallel shard
+        (split along dim 0 into micro-batches; non-tensors are passed to every micro-batch).
+        Returns {loss key: float64 0-dim tensor}, the mean over micro-batches, on every rank
+        of the pipeline (broadcast from the last stage).
+        """
+        inputs = self._prepare_inputs(batch)
+        target = torch.zeros(self.num_microbatches, device=dist.get_device())
+        losses: list[torch.Tensor] = []
+        outputs = self.schedule.step(target=target, losses=losses, **inputs)
+        means = None
+        if self.is_last:
+            values = _as_tensors(outputs, "the last stage")
+            means = torch.stack([v.detach().double().mean() for v in values])
+        return self._broadcast_losses(means)
+
+    def _broadcast_losses(self, means: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
+        pp = dist.get_pipeline_parallel_size()
+        if pp == 1:
+            return dict(zip(self._loss_key_list, means))
+        group = dist.get_pipeline_parallel_group()
+        src = pp - 1
+        if self._metric_keys is None:
+            box = [self._loss_key_list]
+            torch_dist.broadcast_object_list(box, group=group, group_src=src, device=dist.get_device())
+            self._metric_keys = box[0]
+        if means is None:
+            means = torch.empty(len(self._metric_keys), dtype=torch.float64, device=dist.get_device())
+        torch_dist.broadcast(means, group=group, group_src=src)
+        return dict(zip(self._metric_keys, means))
+
+
+def build_pipeline(
+    model: nn.Module,
+    num_microbatches: int,
+    schedule_name: str = "1F1B",
+    num_virtual_stages: Optional[int] = None,
+    on_microbatch_backward: Optional[Callable[[], None]] = None,
+) -> PipelineEngine:
+    """Make this rank's pipeline stage(s) of `model` (built whole, from the same seed on
+    every rank) and the schedule `schedule_name` ("GPipe", "1F1B", "Interleaved1F1B")
+    over `num_microbatches` micro-batches. See `PipelineEngine` and the module docstring."""
+    return PipelineEngine(model, num_microbatches, schedule_name, num_virtual_stages, on_microbatch_backward)
