@@ -113,7 +113,8 @@ def _one_step(model, batches, accum, max_norm):
     optimizer = torch.optim.SGD(
         [dict(params=list(model.parameters()), clip_grad_max_norm=max_norm, clip_grad_norm_type=2.0)], lr=0.1
     )
-    trainer = EagerTrainer(model, batches, optimizer, grad_acc_steps=accum)
+    reducer = dist.make_gradient_reducer(model, accum)
+    trainer = EagerTrainer(model, batches, optimizer, grad_acc_steps=accum, grad_reducer=reducer)
     grads = {}
     real_step = optimizer.step
 

@@ -18,6 +18,14 @@ LAYOUTS = {
     "dp2_tp1": (2, []),
     "dp1_tp2": (2, ["train.dist.tensor_parallel_size=2"]),
     "dp2_tp2": (4, ["train.dist.tensor_parallel_size=2"]),
+    "dp1_tp2_act_ckpt": (2, ["train.dist.tensor_parallel_size=2", "train.activation_checkpoint.enabled=True"]),
+    **{
+        f"dp2_tp2_zero{stage}": (
+            4,
+            ["train.dist.tensor_parallel_size=2", "train.zero_optimization.enabled=True", f"train.zero_optimization.stage={stage}"],
+        )
+        for stage in (1, 2, 3)
+    },
 }
 
 

@@ -26,11 +26,13 @@ from libai.data.structures import Instance
 from libai.engine import hooks
 from libai.engine.trainer import EagerTrainer, GraphTrainer, TrainerBase
 from libai.evaluation import inference_on_dataset
+from libai.layers import enable_activation_checkpointing
 from libai.optim import build_optimizer
 from libai.utils import distributed as dist
 from libai.utils.checkpoint import Checkpointer
 from libai.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from libai.utils.logger import setup_logger
+from libai.utils.zero import apply_zero
 
 logger = logging.getLogger(__name__)
 
@@ -236,17 +238,14 @@ def _autocast_setup(cfg) -> tuple[Optional[torch.dtype], Optional[torch.amp.Grad
     return dtype, scaler
 
 
-def _warn_unsupported(cfg) -> None:
-    """Say which accepted config switches this version does not act on yet."""
+def _check_pipeline_supported() -> None:
+    """Pipeline parallelism has its stage engine (libai.engine.pipeline) but no trainer path yet."""
     if dist.get_pipeline_parallel_size() > 1:
         raise dist.DistLayoutError(
             "train.dist.pipeline_parallel_size > 1 is not wired into DefaultTrainer yet "
             "(libai.engine.pipeline has the stage engine): set pipeline_parallel_size=1 and use "
             "data/tensor parallelism"
         )
-    for key in ("train.zero_optimization.enabled", "train.activation_checkpoint.enabled"):
-        if try_get_key(cfg, key, default=False):
-            logger.warning("%s=True is not implemented yet and is ignored: training runs without it", key)
 
 
 # --------------------------------------------------------------------------------------
@@ -276,6 +275,8 @@ class DefaultTrainer(TrainerBase):
         save_config(cfg)
 
         self.model = self.build_model(cfg)
+        # ZeRO turns parameters into dp-sharded DTensors: the optimizer comes after it.
+        grad_reducer = self._parallelize(cfg)
         self.optimizer = self.build_optimizer(cfg, self.model)
         self.lr_scheduler = self.build_lr_scheduler(cfg, self.optimizer)
         self.checkpointer = Checkpointer(
@@ -286,7 +287,6 @@ class DefaultTrainer(TrainerBase):
         self._seek_train_data(self.start_iter * self.global_batch_size)
         self.max_iter = train.train_iter
 
-        _warn_unsupported(cfg)
         train_model = self.model
         autocast_dtype, grad_scaler = _autocast_setup(cfg)
         trainer_cls = EagerTrainer
@@ -300,8 +300,30 @@ class DefaultTrainer(TrainerBase):
             grad_acc_steps=train.num_accumulation_steps,
             autocast_dtype=autocast_dtype,
             grad_scaler=grad_scaler,
+            grad_reducer=grad_reducer,
         )
         self.register_hooks(self.build_hooks())
+
+    def _parallelize(self, cfg):
+        """Activation checkpointing, then ZeRO or the exact data-parallel reducer.
+
+        Returns the gradient reducer the step uses (None when there is nothing to reduce).
+        """
+        _check_pipeline_supported()
+        if try_get_key(cfg, "train.activation_checkpoint.enabled", default=False):
+            count = enable_activation_checkpointing(self.model)
+            logger.info("Activation checkpointing on %d TransformerLayers", count)
+            if count == 0:
+                logger.warning("train.activation_checkpoint.enabled=True but the model has no TransformerLayer")
+        accum = cfg.train.num_accumulation_steps
+        zero = cfg.train.zero_optimization
+        if zero.enabled and dist.get_data_parallel_size() > 1:
+            logger.info("ZeRO stage %d over %d data-parallel ranks", zero.stage, dist.get_data_parallel_size())
+            self.model, reducer = apply_zero(self.model, int(zero.stage), accum)
+            return reducer
+        if zero.enabled:
+            logger.info("ZeRO is on but there is one data-parallel replica: nothing to shard")
+        return dist.make_gradient_reducer(self.model, accum)
 
     # ---- resume --------------------------------------------------------------------
 

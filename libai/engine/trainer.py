@@ -94,7 +94,7 @@ class EagerTrainer(TrainerBase):
 
     The model follows LiBai's contract: `model(**batch)` returns a dict and every value
     whose key contains "loss" is summed into the loss. When a step sums several
-    micro-batch gradients (accumulation or data parallelism), a `GradientReducer` averages
+    micro-batch gradients (accumulation or data parallelism), the gradient reducer averages
     them exactly, so the update equals the one of a single global batch on one process,
     bit for bit. Gradients are clipped per `clip_grad_max_norm` / `clip_grad_norm_type` found in the
     optimizer's parameter groups (see `get_default_optimizer_params`).
@@ -106,6 +106,9 @@ class EagerTrainer(TrainerBase):
         grad_acc_steps: micro-batches per optimizer step.
         autocast_dtype: run forward under `torch.autocast` with this dtype (None: fp32).
         grad_scaler: a `torch.amp.GradScaler` for fp16, else None.
+        grad_reducer: sums micro-batch gradients and averages them over data-parallel
+            ranks (`distributed.make_gradient_reducer`, or ZeRO's); None when a step has
+            a single micro-batch on a single replica.
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class EagerTrainer(TrainerBase):
         grad_acc_steps: int = 1,
         autocast_dtype: Optional[torch.dtype] = None,
         grad_scaler: Optional[torch.amp.GradScaler] = None,
+        grad_reducer=None,
     ) -> None:
         super().__init__()
         model.train()
@@ -127,10 +131,7 @@ class EagerTrainer(TrainerBase):
         self.grad_scaler = grad_scaler
         self._autocast_dtype = autocast_dtype
         self._clip_groups = _clip_groups(optimizer)
-        self._reducer = None
-        if dist.needs_gradient_reducer(self.grad_acc_steps):
-            dist.broadcast_parameters(model)
-            self._reducer = dist.GradientReducer(model.parameters(), self.grad_acc_steps)
+        self._reducer = grad_reducer
 
     def _autocast(self):
         if self._autocast_dtype is None:

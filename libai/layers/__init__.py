@@ -11,7 +11,7 @@ from .layer_norm import LayerNorm, RMSLayerNorm
 from .linear import Linear, Linear1D
 from .lm_logits import LMLogits
 from .mlp import MLP
-from .transformer_layer import DropPath, TransformerLayer
+from .transformer_layer import DropPath, TransformerLayer, enable_activation_checkpointing
 
 __all__ = [
     "AttnMaskType",
@@ -27,4 +27,5 @@ __all__ = [
     "RMSLayerNorm",
     "TransformerLayer",
     "VocabEmbedding",
+    "enable_activation_checkpointing",
 ]

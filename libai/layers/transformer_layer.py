@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from torch.utils.checkpoint import checkpoint
 from torch import nn
 
 from .attention import AttnMaskType, MultiheadAttention
@@ -130,6 +131,8 @@ class TransformerLayer(nn.Module):
         )
         if post_layernorm:
             self.output_layernorm = layer_norm()
+        # Switched on by `enable_activation_checkpointing` (train.activation_checkpoint).
+        self.activation_checkpointing = False
 
     def forward(
         self,
@@ -147,13 +150,12 @@ class TransformerLayer(nn.Module):
         encoder_states = to_local(encoder_states)
         encoder_attention_mask = to_local(encoder_attention_mask)
         self_past, cross_past = self._split_past(past_key_value)
-        if self.post_layernorm:
-            return self._forward_post_ln(
-                hidden_states, attention_mask, encoder_states, encoder_attention_mask, self_past, cross_past, use_cache
-            )
-        return self._forward_pre_ln(
-            hidden_states, attention_mask, encoder_states, encoder_attention_mask, self_past, cross_past, use_cache
-        )
+        run = self._forward_post_ln if self.post_layernorm else self._forward_pre_ln
+        args = (hidden_states, attention_mask, encoder_states, encoder_attention_mask, self_past, cross_past, use_cache)
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            # Keep only the layer's input; backward recomputes the rest (same RNG state).
+            return checkpoint(run, *args, use_reentrant=False)
+        return run(*args)
 
     def _split_past(self, past_key_value):
         if past_key_value is None:
@@ -207,3 +209,12 @@ class TransformerLayer(nn.Module):
             hidden = self.post_cross_attention_layernorm(hidden + self.drop_path(out))
         output = self.output_layernorm(hidden + self.drop_path(self.mlp(hidden)))
         return (output, presents) if use_cache else output
+
+
+def enable_activation_checkpointing(model: nn.Module) -> int:
+    """Recompute every `TransformerLayer` of `model` in backward (non-reentrant
+    `torch.utils.checkpoint`); returns how many layers were switched."""
+    layers = [m for m in model.modules() if isinstance(m, TransformerLayer)]
+    for layer in layers:
+        layer.activation_checkpointing = True
+    return len(layers)

@@ -561,38 +561,52 @@ def _local(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
-def _is_sharded(tensor: torch.Tensor) -> bool:
-    return isinstance(tensor, DTensor) and any(p.is_shard() for p in tensor.placements)
+def _sharded_mesh_dims(tensor: torch.Tensor) -> tuple[int, ...]:
+    """Mesh dimensions over which `tensor` is split (FSDP's `_StridedShard` included)."""
+    if not isinstance(tensor, DTensor):
+        return ()
+    dims = []
+    for dim, placement in enumerate(tensor.placements):
+        if placement.is_partial():
+            raise ValueError("clip_grad_norm_ got a gradient with a pending (Partial) reduction")
+        if not placement.is_replicate():
+            dims.append(dim)
+    return tuple(dims)
 
 
 @torch.no_grad()
-def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
-    """Clip gradients on their global norm, across tensor-parallel shards and pipeline stages.
+def global_grad_norm(grads: Sequence[torch.Tensor], norm_type: float = 2.0) -> torch.Tensor:
+    """Norm of all `grads` together, each taken whole across the ranks that hold its parts.
 
-    The same arithmetic as `torch.nn.utils.clip_grad_norm_` (norm of the per-parameter
-    norms, coefficient `max_norm / (norm + 1e-6)` clamped at 1), where a parameter split
-    over tensor-parallel ranks contributes the norm of the whole parameter, and each
-    pipeline stage contributes its own parameters. Returns the total norm.
+    A DTensor gradient split over some mesh dimensions (tensor parallel, ZeRO's data
+    parallel, or both) has its local norms combined over exactly those dimensions; a
+    replicated dimension is not summed. The pipeline stages' norms are then combined.
     """
-    grads = [p.grad for p in parameters if p.grad is not None]
+    norm_type = float(norm_type)
     if not grads:
         return torch.tensor(0.0)
-    norm_type = float(norm_type)
-    local_norms = torch._foreach_norm([_local(g) for g in grads], norm_type)
-    if any(_is_sharded(g) for g in grads):
-        # Whole-parameter norms: combine the shards' norms over the tensor-parallel group.
-        sharded = [i for i, g in enumerate(grads) if _is_sharded(g)]
-        parts = torch.stack([local_norms[i] for i in sharded])
-        if math.isinf(norm_type):
-            dist.all_reduce(parts, op=dist.ReduceOp.MAX, group=get_tensor_parallel_group())
-        else:
-            parts = parts.pow(norm_type)
-            dist.all_reduce(parts, group=get_tensor_parallel_group())
-            parts = parts.pow(1.0 / norm_type)
-        local_norms = list(local_norms)
-        for slot, i in enumerate(sharded):
-            local_norms[i] = parts[slot]
-    total = torch.linalg.vector_norm(torch.stack(list(local_norms)), norm_type)
+    norms = list(torch._foreach_norm([_local(g) for g in grads], norm_type))
+    # Batch the reductions per (mesh, split dims); dict order is the parameter order, the
+    # same on every rank of a stage, so the collectives line up.
+    batches: dict[tuple, list[int]] = {}
+    meshes: dict[tuple, DeviceMesh] = {}
+    for i, grad in enumerate(grads):
+        dims = _sharded_mesh_dims(grad)
+        if dims:
+            key = (id(grad.device_mesh), dims)
+            batches.setdefault(key, []).append(i)
+            meshes[key] = grad.device_mesh
+    for key, indices in batches.items():
+        mesh, dims = meshes[key], key[1]
+        parts = torch.stack([norms[i] for i in indices])
+        parts = parts if math.isinf(norm_type) else parts.pow(norm_type)
+        for dim in dims:
+            op = dist.ReduceOp.MAX if math.isinf(norm_type) else dist.ReduceOp.SUM
+            dist.all_reduce(parts, op=op, group=mesh.get_group(dim))
+        parts = parts if math.isinf(norm_type) else parts.pow(1.0 / norm_type)
+        for slot, i in enumerate(indices):
+            norms[i] = parts[slot]
+    total = torch.linalg.vector_norm(torch.stack(norms), norm_type)
     if get_pipeline_parallel_size() > 1:
         if math.isinf(norm_type):
             dist.all_reduce(total, op=dist.ReduceOp.MAX, group=get_pipeline_parallel_group())
@@ -600,12 +614,31 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0) -> torc
             total = total.pow(norm_type)
             dist.all_reduce(total, group=get_pipeline_parallel_group())
             total = total.pow(1.0 / norm_type)
+    return total
+
+
+@torch.no_grad()
+def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
+    """Clip gradients on their global norm, however they are split (tp, ZeRO dp, pp).
+
+    Same arithmetic as `torch.nn.utils.clip_grad_norm_` (coefficient
+    `max_norm / (norm + 1e-6)` clamped at 1) on the global norm of `global_grad_norm`,
+    so it is right for ZeRO's data-parallel shards as well as tensor-parallel ones.
+    Returns the total norm.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    total = global_grad_norm(grads, norm_type)
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     torch._foreach_mul_([_local(g) for g in grads], coef.to(_local(grads[0]).device))
     return total
 
-
-def needs_gradient_reducer(num_micro_batches: int) -> bool:
-    """Whether a step sums more than one micro-batch gradient (accumulation or dp)."""
-    return num_micro_batches > 1 or get_data_parallel_size() > 1
+def make_gradient_reducer(model: torch.nn.Module, num_micro_batches: int) -> Optional[GradientReducer]:
+    """The exact reducer for `model`'s gradients, or None when a step has one micro-batch
+    on one data-parallel replica (nothing to sum). Makes the replicas' weights equal first."""
+    if num_micro_batches == 1 and get_data_parallel_size() == 1:
+        return None
+    broadcast_parameters(model)
+    return GradientReducer(model.parameters(), num_micro_batches)
 
