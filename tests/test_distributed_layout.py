@@ -36,7 +36,7 @@ def test_parallel_sizes_infer_and_reject():
 
 
 def _coordinates():
-    util = dist_utils.setup_dist_util({"tensor_parallel_size": 2, "pipeline_parallel_size": 2})
+    util = dist_utils.setup_dist_util({"tensor_parallel_size": 2, "pipeline_parallel_size": 2, "pipeline_num_layers": 2})
     import torch
 
     gathered = dist_utils.gather_data_parallel(torch.tensor([float(dist_utils.get_rank())]))
@@ -60,3 +60,11 @@ def test_mesh_coordinates_on_8_ranks():
         partner = [r for r in range(8) if r // 4 == rank // 4 and r % 2 == rank % 2]
         assert gathered == [float(r) for r in partner]
         assert mean == pytest.approx(sum(partner) / 2)
+
+
+def test_layer_idx_without_pipeline_is_stage_zero():
+    """Without pipelining any layer_idx lives on the only stage, whatever pipeline_num_layers says."""
+    dist_utils.setup_dist_util({}, device="cpu")
+    assert dist_utils.get_layer_stage_id(11) == 0
+    assert dist_utils.get_layer_stage_id(-1) == 0
+    assert dist_utils.get_layer_placement(7) is dist_utils.get_stage_placement(0)

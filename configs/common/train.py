@@ -60,7 +60,8 @@ train = dict(
         data_parallel_size=None,
         tensor_parallel_size=1,
         pipeline_parallel_size=1,
-        # Number of layers the pipeline splits; None: the model's layer count.
+        # Number of layers the pipeline splits (the model's layer count); needed when
+        # pipeline_parallel_size > 1.
         pipeline_num_layers=None,
         # A pipeline stage id per layer, overriding the even split; None: even split.
         custom_pipeline_stage_id=None,

@@ -24,7 +24,8 @@ from torch import nn
 from libai.config import LazyConfig, instantiate, try_get_key
 from libai.data.structures import Instance
 from libai.engine import hooks
-from libai.engine.trainer import EagerTrainer, GraphTrainer, TrainerBase
+from libai.engine.pipeline import build_pipeline
+from libai.engine.trainer import EagerTrainer, GraphTrainer, PipelineTrainer, TrainerBase
 from libai.evaluation import inference_on_dataset
 from libai.layers import enable_activation_checkpointing
 from libai.optim import build_optimizer
@@ -97,7 +98,13 @@ def default_setup(cfg, args) -> None:
         train.evaluation.eval_period = 10
         train.log_period = 1
 
-    util = dist.setup_dist_util(train.dist, device=try_get_key(cfg, "train.device", default="auto"))
+    interleaved = try_get_key(cfg, "train.pipeline.schedule", default="1F1B") == "Interleaved1F1B"
+    util = dist.setup_dist_util(
+        train.dist,
+        device=try_get_key(cfg, "train.device", default="auto"),
+        # Interleaved 1F1B runs two virtual stages per pipeline rank (see libai.engine.pipeline).
+        num_virtual_stages=2 if interleaved and train.dist.get("pipeline_parallel_size", 1) > 1 else 1,
+    )
     _record_layout(cfg, util)
     resolve_batch_sizes(train, util.data_parallel_size)
 
@@ -238,13 +245,26 @@ def _autocast_setup(cfg) -> tuple[Optional[torch.dtype], Optional[torch.amp.Grad
     return dtype, scaler
 
 
-def _check_pipeline_supported() -> None:
-    """Pipeline parallelism has its stage engine (libai.engine.pipeline) but no trainer path yet."""
-    if dist.get_pipeline_parallel_size() > 1:
+def _check_pipeline_config(cfg) -> None:
+    """What pipeline parallelism does not combine with yet, each as one clear error."""
+    unsupported = {
+        "train.zero_optimization.enabled": "ZeRO",
+        "train.evaluation.enabled": "evaluation during training",
+        "graph.enabled": "graph mode",
+    }
+    for key, what in unsupported.items():
+        if try_get_key(cfg, key, default=False):
+            raise dist.DistLayoutError(
+                f"{what} is not supported with pipeline_parallel_size > 1 yet: set {key}=False "
+                f"or pipeline_parallel_size=1"
+            )
+    pp, accum = dist.get_pipeline_parallel_size(), cfg.train.num_accumulation_steps
+    schedule = cfg.train.pipeline.schedule
+    if schedule != "GPipe" and accum < pp:
         raise dist.DistLayoutError(
-            "train.dist.pipeline_parallel_size > 1 is not wired into DefaultTrainer yet "
-            "(libai.engine.pipeline has the stage engine): set pipeline_parallel_size=1 and use "
-            "data/tensor parallelism"
+            f"the {schedule} schedule needs at least pipeline_parallel_size ({pp}) micro-batches "
+            f"per step, got num_accumulation_steps={accum}: raise train.global_batch_size or use "
+            f"train.pipeline.schedule='GPipe'"
         )
 
 
@@ -290,7 +310,9 @@ class DefaultTrainer(TrainerBase):
         train_model = self.model
         autocast_dtype, grad_scaler = _autocast_setup(cfg)
         trainer_cls = EagerTrainer
-        if try_get_key(cfg, "graph.enabled", default=False):
+        if self.pipeline is not None:
+            train_model, trainer_cls = self.pipeline, PipelineTrainer
+        elif try_get_key(cfg, "graph.enabled", default=False):
             train_model = self.build_graph(cfg, train_model, self.optimizer, self.lr_scheduler, is_train=True)
             trainer_cls = GraphTrainer
         self._trainer = trainer_cls(
@@ -309,7 +331,7 @@ class DefaultTrainer(TrainerBase):
 
         Returns the gradient reducer the step uses (None when there is nothing to reduce).
         """
-        _check_pipeline_supported()
+        self.pipeline = None
         if try_get_key(cfg, "train.activation_checkpoint.enabled", default=False):
             count = enable_activation_checkpointing(self.model)
             logger.info("Activation checkpointing on %d TransformerLayers", count)
@@ -317,12 +339,23 @@ class DefaultTrainer(TrainerBase):
                 logger.warning("train.activation_checkpoint.enabled=True but the model has no TransformerLayer")
         accum = cfg.train.num_accumulation_steps
         zero = cfg.train.zero_optimization
-        if zero.enabled and dist.get_data_parallel_size() > 1:
+        if zero.enabled and dist.get_data_parallel_size() > 1 and dist.get_pipeline_parallel_size() == 1:
             logger.info("ZeRO stage %d over %d data-parallel ranks", zero.stage, dist.get_data_parallel_size())
             self.model, reducer = apply_zero(self.model, int(zero.stage), accum)
             return reducer
         if zero.enabled:
             logger.info("ZeRO is on but there is one data-parallel replica: nothing to shard")
+        if dist.get_pipeline_parallel_size() > 1:
+            _check_pipeline_config(cfg)
+            self.pipeline = build_pipeline(self.model, accum, cfg.train.pipeline.schedule)
+            logger.info(
+                "Pipeline stage %d of %d runs %s (%s, %d micro-batches)",
+                dist.get_pipeline_parallel_rank(),
+                dist.get_pipeline_parallel_size(),
+                self.pipeline.block_names(),
+                cfg.train.pipeline.schedule,
+                accum,
+            )
         return dist.make_gradient_reducer(self.model, accum)
 
     # ---- resume --------------------------------------------------------------------
@@ -370,19 +403,19 @@ class DefaultTrainer(TrainerBase):
     def get_batch(cls, data: Instance, input_placement_device: str = "cuda", mixup_func: Optional[Callable] = None) -> dict:
         """Turn an `Instance` of `DistTensorData` into the model's keyword arguments.
 
-        Each field is laid out over the mesh (`to_global`) and handed to the model as this
-        rank's part, keyed by its field name (the model's `forward` argument name).
+        Each field is this rank's part of the global batch, on this rank's device, keyed by
+        its field name (the model's `forward` argument name).
         """
         if mixup_func is not None:
             images, labels = mixup_func(data.get("images").tensor, data.get("labels").tensor)
             data.get("images").tensor = images
             data.get("labels").tensor = labels
-        batch = {}
-        for key, value in data.get_fields().items():
-            # The model computes on this rank's shard; layers that need the global view
-            # reach it through the mesh (libai.utils.distributed).
-            batch[key] = value.to_global().tensor.to_local()
-        return batch
+        # Models compute on this rank's data-parallel shard (layers reach the rest of the
+        # mesh through libai.utils.distributed), and under pipeline parallelism every stage
+        # replays `forward`, so every rank gets every field; `placement_idx` decides which
+        # stage consumes it. `DistTensorData.to_global` gives the global (DTensor) view.
+        device = dist.get_device()
+        return {key: value.tensor.to(device, non_blocking=True) for key, value in data.get_fields().items()}
 
     # ---- hooks and writers -----------------------------------------------------------
 

@@ -458,9 +458,20 @@ class PipelineEngine:
                 owner.setdefault(id(p), block.stage)
         last = self.num_stages - 1
         mine = set(self.stage_ids)
+        # Weights the first and the last stage both hold (word embeddings read again by a
+        # tied LM head) are trained on both; the trainer sums their gradients
+        # (distributed.sync_first_last_grads over `shared_parameters()`).
+        shared = {
+            id(m.weight)
+            for m in self.model.modules()
+            if getattr(m, "shared_with_last_stage", False) and dist.holds(m.weight)
+        }
+        self._shared = [p for p in self.model.parameters() if id(p) in shared]
         owned, foreign = [], {}
         for name, p in self.model.named_parameters():
-            if owner.get(id(p), last) in mine:
+            if id(p) in shared or owner.get(id(p), last) in mine:
+                if id(p) in shared and owner.get(id(p), last) not in mine:
+                    p._libai_pipeline_replica = True  # counted once in gradient norms
                 owned.append((name, p))
             else:
                 foreign[id(p)] = name
@@ -501,6 +512,10 @@ class PipelineEngine:
     def parameters(self) -> Iterator[nn.Parameter]:
         """The parameters this rank owns and trains (give these to the optimizer)."""
         return (p for _, p in self._owned)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Weights this rank holds that the first and the last stage both train."""
+        return list(self._shared)
 
     def block_names(self) -> list[str]:
         """Names of the blocks this rank runs, in registration order."""

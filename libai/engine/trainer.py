@@ -164,7 +164,7 @@ class EagerTrainer(TrainerBase):
         if self._reducer is not None:
             self._reducer.reduce()
         self._step_optimizer()
-        self.write_metrics(loss_sums, data_time)
+        self.write_metrics({k: v / self.grad_acc_steps for k, v in loss_sums.items()}, data_time)
 
     def _step_optimizer(self) -> None:
         if self.grad_scaler is not None:
@@ -178,11 +178,11 @@ class EagerTrainer(TrainerBase):
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def write_metrics(self, loss_sums: dict, data_time: float) -> None:
-        """Put the step's mean losses (over micro-batches and data-parallel ranks) into storage."""
-        keys = list(loss_sums)
-        means = torch.stack([loss_sums[k] for k in keys]) / self.grad_acc_steps
-        means = dist.all_reduce_mean_data_parallel(means).tolist()
+    def write_metrics(self, loss_means: dict, data_time: float) -> None:
+        """Put the step's losses (means over this rank's micro-batches) into storage,
+        averaged over data-parallel ranks."""
+        keys = list(loss_means)
+        means = dist.all_reduce_mean_data_parallel(torch.stack([loss_means[k] for k in keys])).tolist()
         metrics = dict(zip(keys, means))
         storage = get_event_storage()
         storage.put_scalar("total_loss", sum(metrics.values()))
@@ -191,6 +191,45 @@ class EagerTrainer(TrainerBase):
 
 class GraphTrainer(EagerTrainer):
     """The trainer of graph mode: the same step, around a compiled model (`GraphBase`)."""
+
+
+class PipelineTrainer(EagerTrainer):
+    """The step under pipeline parallelism: one schedule run over `grad_acc_steps`
+    micro-batches (`libai.engine.pipeline.PipelineEngine`), then the same reduction,
+    clipping and optimizer step as `EagerTrainer`.
+
+    The micro-batches are the loader's, concatenated and split again by the engine, so
+    every layout sees the same micro-batches. Weights held by the first and the last stage
+    (tied word embeddings) get their two gradients summed before clipping.
+    """
+
+    def __init__(self, engine, data_loader, optimizer: torch.optim.Optimizer, grad_acc_steps: int = 1, **kwargs) -> None:
+        super().__init__(engine.model, data_loader, optimizer, grad_acc_steps, **kwargs)
+        if self.grad_scaler is not None:
+            raise ValueError("fp16 loss scaling is not supported with pipeline parallelism: use train.amp.dtype='bfloat16'")
+        self.engine = engine
+        if self._reducer is not None:
+            engine.on_microbatch_backward = self._reducer.accumulate
+
+    def run_step(self, get_batch: Callable, input_placement_device: str = "cuda") -> None:
+        """Run the schedule over one global step's micro-batches, then step the optimizer."""
+        start = time.perf_counter()
+        mixup = getattr(self.data_loader, "mixup_func", None)
+        micro_batches = [
+            get_batch(next(self._data_loader_iter), input_placement_device, mixup) for _ in range(self.grad_acc_steps)
+        ]
+        batch = {
+            key: torch.cat([mb[key] for mb in micro_batches]) if torch.is_tensor(value) else value
+            for key, value in micro_batches[0].items()
+        }
+        data_time = time.perf_counter() - start
+        with self._autocast():
+            loss_means = self.engine.step(batch)
+        if self._reducer is not None:
+            self._reducer.reduce()
+        dist.sync_first_last_grads(self.engine.shared_parameters())
+        self._step_optimizer()
+        self.write_metrics(loss_means, data_time)
 
 
 def _clip_groups(optimizer: torch.optim.Optimizer) -> list[tuple[list, float, float]]:

@@ -109,7 +109,9 @@ class VocabEmbedding(nn.Module):
         self.amp_enabled = amp_enabled
         self.layer_idx = layer_idx
 
-        mesh = tp_mesh(layer_idx)
+        # The word embeddings are read again by the LM head on the last pipeline stage,
+        # which therefore holds its own replica (see distributed.get_shared_tp_mesh).
+        mesh = dist.get_shared_tp_mesh(layer_idx)
         self.tp_size = mesh.size()
         check_divisible(num_embeddings, self.tp_size, "VocabEmbedding num_embeddings (vocabulary size)")
         rows = num_embeddings // self.tp_size
@@ -121,6 +123,9 @@ class VocabEmbedding(nn.Module):
 
         full = _full_weight(num_embeddings, embedding_dim, init_method, self.padding_idx)
         self.weight = make_parameter(full, mesh, Shard(0))
+        # Read by libai.engine.pipeline: this weight is trained on its own stage and on
+        # the last one (flags live on the module: `module.to()` may replace parameters).
+        self.shared_with_last_stage = dist.get_pipeline_parallel_size() > 1
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Full embeddings of `input_ids`, replicated over tensor-parallel ranks."""

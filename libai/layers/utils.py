@@ -21,7 +21,7 @@ InitMethod = Callable[[torch.Tensor], object]
 
 def tp_mesh(layer_idx: int = 0) -> DeviceMesh:
     """The 1-D "tp" mesh of the pipeline stage that owns `layer_idx` (-1: the last layer)."""
-    return dist.get_layer_placement(layer_idx)["tp"]
+    return dist.get_layer_tp_mesh(layer_idx)
 
 
 def mesh_rank(mesh: DeviceMesh) -> int:

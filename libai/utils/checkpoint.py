@@ -68,6 +68,10 @@ MODEL_KEY = "model"
 EXTRA_KEY = "extra"
 META_KEY = "__libai_meta__"
 FORMAT_VERSION = 1
+# Optimizer state flattened to one entry per parameter name, hyperparameters included
+# ("param_groups.<name>.lr"): each pipeline stage then reads the groups of its own
+# parameters, where a single saved `param_groups` list would hold only one stage's.
+_OPTIM_OPTIONS = StateDictOptions(flatten_optimizer_state_dict=True)
 _RESERVED = (MODEL_KEY, EXTRA_KEY, META_KEY)
 # Hidden working directories: ".tmp-<12 hex>-<name>" (being written) and
 # ".old-<12 hex>-<name>" (a replaced checkpoint waiting to be deleted).
@@ -320,7 +324,7 @@ class Checkpointer:
         raise CheckpointError(failed(errors[0]))
 
     def _state_to_save(self, extra_json: str) -> dict[str, Any]:
-        state: dict[str, Any] = {MODEL_KEY: get_model_state_dict(self.model)}
+        state: dict[str, Any] = {MODEL_KEY: self._model_state()}
         empty_optimizers = []
         for name, obj in self.checkpointables.items():
             if isinstance(obj, torch.optim.Optimizer):
@@ -338,6 +342,10 @@ class Checkpointer:
         state[META_KEY] = json.dumps(meta)
         return state
 
+    def _model_state(self) -> dict[str, Any]:
+        """The model's state dict without the entries another pipeline stage holds."""
+        return {k: v for k, v in get_model_state_dict(self.model).items() if dist_utils.holds(v)}
+
     def _optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict:
         """`get_optimizer_state_dict` without side effects on the live optimizer.
 
@@ -348,10 +356,10 @@ class Checkpointer:
         in the middle of gradient accumulation, are put back.
         """
         if optimizer.state:
-            return get_optimizer_state_dict(self.model, optimizer)
+            return get_optimizer_state_dict(self.model, optimizer, options=_OPTIM_OPTIONS)
         with _grads_set_aside(optimizer):
             try:
-                return get_optimizer_state_dict(self.model, optimizer)
+                return get_optimizer_state_dict(self.model, optimizer, options=_OPTIM_OPTIONS)
             finally:
                 optimizer.state.clear()
 
@@ -553,11 +561,14 @@ class Checkpointer:
 
     def _model_template(self, path: str, saved: dict, strict: bool) -> dict[str, Any]:
         """The model's state dict, reduced to the entries that can be read from `saved`."""
-        template = get_model_state_dict(self.model)
+        everything = get_model_state_dict(self.model)
+        # Under pipeline parallelism this rank reads only its stage's entries; the other
+        # stages' entries are expected in the file, not "unexpected".
+        template = {k: v for k, v in everything.items() if dist_utils.holds(v)}
         prefix = MODEL_KEY + "."
         saved_model = {k[len(prefix):]: v for k, v in saved.items() if k.startswith(prefix)}
         missing = [k for k in template if k not in saved_model]
-        unexpected = [k for k in saved_model if k not in template]
+        unexpected = [k for k in saved_model if k not in everything]
         mismatched = {
             key: f"{key}: checkpoint {_saved_shape(saved_model[key])} vs model {_shape(value)}"
             for key, value in template.items()
@@ -595,7 +606,7 @@ class Checkpointer:
             obj = self.checkpointables[name]
             if isinstance(obj, torch.optim.Optimizer):
                 with _grads_set_aside(obj):
-                    set_optimizer_state_dict(self.model, obj, template[name])
+                    set_optimizer_state_dict(self.model, obj, template[name], options=_OPTIM_OPTIONS)
                 if name in meta.get("empty_optimizers", ()):
                     # Saved before its first step: restore "no state" exactly.
                     obj.state.clear()

@@ -11,6 +11,7 @@ query below reads the layout it built.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import math
 import os
@@ -156,7 +157,7 @@ def get_layer_stage_ids(
     return stage_ids[:num_layers]
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity (a cache key per layout)
 class _DistributeUtil:
     """The layout of this run, built once by `setup_dist_util`."""
 
@@ -168,6 +169,9 @@ class _DistributeUtil:
     mesh: DeviceMesh
     # One ("dp", "tp") mesh per pipeline stage; a rank takes part only in its own stage's.
     stage_meshes: list[DeviceMesh]
+    # With pp > 1: this rank's group with its peer of the same (dp, tp) coordinates on the
+    # other end of the pipeline (first <-> last stage), for weights both ends hold.
+    first_last_group: Optional[dist.ProcessGroup] = None
 
     def coordinate(self, name: str) -> int:
         return self.mesh.get_local_rank(name)
@@ -176,11 +180,14 @@ class _DistributeUtil:
 _DIST_UTIL: Optional[_DistributeUtil] = None
 
 
-def setup_dist_util(cfg_dist, device: str = "auto") -> _DistributeUtil:
+def setup_dist_util(cfg_dist, device: str = "auto", num_virtual_stages: int = 1) -> _DistributeUtil:
     """Start the process group (if needed) and build the mesh from `train.dist`.
 
-    `cfg_dist` is the `train.dist` config node (a mapping). Returns the layout; the same
-    object backs every query in this module.
+    `cfg_dist` is the `train.dist` config node (a mapping). With `num_virtual_stages` > 1
+    (interleaved pipeline schedules) the layers are split into `pp x num_virtual_stages`
+    stages and virtual stage k runs on pipeline rank k % pp, so `get_layer_stage_id` gives
+    the rank that holds a layer. Returns the layout; the same object backs every query in
+    this module.
     """
     global _DIST_UTIL
     device_type = resolve_device_type(device)
@@ -193,8 +200,23 @@ def setup_dist_util(cfg_dist, device: str = "auto") -> _DistributeUtil:
         get("tensor_parallel_size", 1),
         get("pipeline_parallel_size", 1),
     )
-    num_layers = get("pipeline_num_layers") or pp
-    stage_ids = get_layer_stage_ids(num_layers, pp, get("custom_pipeline_stage_id"))
+    num_layers = get("pipeline_num_layers")
+    if num_layers is None:
+        if pp > 1:
+            raise DistLayoutError(
+                "train.dist.pipeline_num_layers is not set: pipeline parallelism needs the "
+                "model's number of layers to place them on stages"
+            )
+        num_layers = 1
+    if num_virtual_stages > 1:
+        if get("custom_pipeline_stage_id") is not None:
+            raise DistLayoutError(
+                "train.dist.custom_pipeline_stage_id does not combine with the interleaved "
+                "schedule: drop one of them"
+            )
+        stage_ids = [s % pp for s in get_layer_stage_ids(num_layers, pp * num_virtual_stages)]
+    else:
+        stage_ids = get_layer_stage_ids(num_layers, pp, get("custom_pipeline_stage_id"))
     mesh = init_device_mesh(device_type, (pp, dp, tp), mesh_dim_names=MESH_DIM_NAMES)
     if pp == 1:
         stage_meshes = [mesh["dp", "tp"]]
@@ -205,7 +227,23 @@ def setup_dist_util(cfg_dist, device: str = "auto") -> _DistributeUtil:
             DeviceMesh(device_type, mesh.mesh[stage], mesh_dim_names=("dp", "tp")) for stage in range(pp)
         ]
     _DIST_UTIL = _DistributeUtil(device_type, dp, tp, pp, stage_ids, mesh, stage_meshes)
+    if pp > 1:
+        _DIST_UTIL.first_last_group = _first_last_group(mesh)
     return _DIST_UTIL
+
+
+def _first_last_group(mesh: DeviceMesh) -> Optional[dist.ProcessGroup]:
+    """Create, on every rank and in the same order, one group per (dp, tp) coordinate
+    holding its first- and last-stage ranks; return the one this rank is in (or None)."""
+    grid = mesh.mesh  # (pp, dp, tp) tensor of global ranks
+    mine = None
+    for dp_rank in range(grid.shape[1]):
+        for tp_rank in range(grid.shape[2]):
+            ranks = [int(grid[0, dp_rank, tp_rank]), int(grid[-1, dp_rank, tp_rank])]
+            group = dist.new_group(ranks)
+            if get_rank() in ranks:
+                mine = group
+    return mine
 
 
 def get_dist_util() -> _DistributeUtil:
@@ -271,8 +309,16 @@ def get_pipeline_parallel_rank() -> int:
 
 
 def get_layer_stage_id(layer_idx: int) -> int:
-    """Pipeline stage that owns `layer_idx` (-1 means the last layer)."""
-    stage_ids = get_dist_util().layer_stage_ids
+    """Pipeline rank that holds `layer_idx` (-1 means the last layer); 0 without pipelining."""
+    util = get_dist_util()
+    if util.pipeline_parallel_size == 1:
+        return 0
+    stage_ids = util.layer_stage_ids
+    if not -len(stage_ids) <= layer_idx < len(stage_ids):
+        raise DistLayoutError(
+            f"a layer has layer_idx={layer_idx} but train.dist.pipeline_num_layers is "
+            f"{len(stage_ids)}: set it to the model's number of layers"
+        )
     return stage_ids[layer_idx]
 
 
@@ -282,8 +328,55 @@ def get_layer_placement(layer_idx: int = 0) -> DeviceMesh:
     LiBai's `dist.get_layer_placement`: parameters of that layer live on this mesh,
     replicated over "dp" and split or replicated over "tp".
     """
+    return get_dist_util().stage_meshes[get_layer_stage_id(layer_idx)]
+
+
+@functools.lru_cache(maxsize=None)
+def _stage_tp_mesh(util: "_DistributeUtil", stage: int) -> DeviceMesh:
+    stage_mesh = util.stage_meshes[stage]
+    if stage_mesh.get_coordinate() is not None:
+        return stage_mesh["tp"]
+    # A stage this rank is not part of: its layers' parameters are empty shells here, so
+    # a mesh without process groups (never used to communicate) describes them.
+    ranks = util.mesh.mesh[stage, util.coordinate("dp")]
+    return DeviceMesh(util.device_type, ranks, mesh_dim_names=("tp",), _init_backend=False)
+
+
+def get_layer_tp_mesh(layer_idx: int = 0) -> DeviceMesh:
+    """The 1-D "tp" mesh over which `layer_idx`'s parameters are split or replicated."""
+    return _stage_tp_mesh(get_dist_util(), get_layer_stage_id(layer_idx))
+
+
+def get_shared_tp_mesh(layer_idx: int = 0) -> DeviceMesh:
+    """The "tp" mesh of a weight that both its own stage and the last stage use (LiBai's
+    word embeddings, read again by the tied LM head): on a last-stage rank the last
+    stage's, elsewhere the one of `layer_idx`'s stage.
+
+    The last stage keeps its own replica so the head needs no weight transfer per
+    micro-batch; `sync_first_last_grads` sums the two replicas' gradients once per step.
+    """
     util = get_dist_util()
-    return util.stage_meshes[util.layer_stage_ids[layer_idx]]
+    if util.pipeline_parallel_size > 1 and util.stage_meshes[-1].get_coordinate() is not None:
+        return _stage_tp_mesh(util, util.pipeline_parallel_size - 1)
+    return get_layer_tp_mesh(layer_idx)
+
+
+def is_pipeline_replica(param: torch.Tensor) -> bool:
+    """Whether `param` is the last stage's replica of a weight owned by an earlier stage
+    (tagged by the pipeline engine; counted once in gradient norms, since its gradient
+    equals the owner's after `sync_first_last_grads`)."""
+    return bool(getattr(param, "_libai_pipeline_replica", False))
+
+
+def sync_first_last_grads(params) -> None:
+    """Sum the gradients of `params`, weights held by both the first and the last
+    pipeline stage (each end computed its own part of the gradient)."""
+    group = get_dist_util().first_last_group
+    if group is None:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(_local(p.grad), group=group)
 
 
 def get_stage_placement(stage: int) -> DeviceMesh:
@@ -507,7 +600,8 @@ def broadcast_parameters(model: torch.nn.Module) -> None:
     src = dist.get_global_rank(group, 0)
     with torch.no_grad():
         for tensor in list(model.parameters()) + list(model.buffers()):
-            dist.broadcast(_local(tensor), src=src, group=group)
+            if holds(tensor):
+                dist.broadcast(_local(tensor), src=src, group=group)
 
 
 class GradientReducer:
@@ -554,6 +648,14 @@ class GradientReducer:
                 grad = DTensor.from_local(grad, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride())
             p.grad = grad
         self.buffer.zero_()
+
+
+def holds(tensor: torch.Tensor) -> bool:
+    """Whether this rank holds data of `tensor`: False for another pipeline stage's
+    parameters (a DTensor on a mesh without this rank, or a freed `meta` placeholder)."""
+    if isinstance(tensor, DTensor):
+        return tensor.device_mesh.get_coordinate() is not None
+    return not (isinstance(tensor, torch.Tensor) and tensor.is_meta)
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
@@ -626,19 +728,21 @@ def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float, norm_ty
     so it is right for ZeRO's data-parallel shards as well as tensor-parallel ones.
     Returns the total norm.
     """
-    grads = [p.grad for p in parameters if p.grad is not None]
+    parameters = [p for p in parameters if p.grad is not None]
+    grads = [p.grad for p in parameters]
     if not grads:
         return torch.tensor(0.0)
-    total = global_grad_norm(grads, norm_type)
+    total = global_grad_norm([p.grad for p in parameters if not is_pipeline_replica(p)], norm_type)
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     torch._foreach_mul_([_local(g) for g in grads], coef.to(_local(grads[0]).device))
     return total
 
 def make_gradient_reducer(model: torch.nn.Module, num_micro_batches: int) -> Optional[GradientReducer]:
-    """The exact reducer for `model`'s gradients, or None when a step has one micro-batch
-    on one data-parallel replica (nothing to sum). Makes the replicas' weights equal first."""
+    """The exact reducer for the gradients of `model`'s parameters this rank trains, or
+    None when a step has one micro-batch on one data-parallel replica (nothing to sum).
+    Makes the replicas' weights equal first."""
     if num_micro_batches == 1 and get_data_parallel_size() == 1:
         return None
     broadcast_parameters(model)
-    return GradientReducer(model.parameters(), num_micro_batches)
+    return GradientReducer([p for p in model.parameters() if holds(p)], num_micro_batches)
 
