@@ -196,3 +196,30 @@ def test_graph_mode_falls_back_to_eager_with_one_warning(caplog):
     assert len(warnings) == 1
     # The compiled wrapper is not a second copy of the parameters.
     assert [n for n, _ in graph.named_parameters()] == ["model.fc.weight", "model.fc.bias"]
+
+
+def _found_inf_worker() -> list:
+    import torch.distributed as torch_dist
+
+    from libai.engine.trainer import sync_found_inf
+
+    torch_dist.init_process_group("gloo")
+    rank = torch_dist.get_rank()
+    param = nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([param], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
+    # Only rank 1 overflows, as one tensor-parallel shard can.
+    scaler.scale(param.sum() * (float("inf") if rank == 1 else 1.0)).backward()
+    scaler.unscale_(optimizer)
+    sync_found_inf(scaler, optimizer)
+    scaler.step(optimizer)
+    scaler.update()
+    return [param.detach().tolist(), scaler.get_scale()]
+
+
+def test_an_overflow_on_one_rank_skips_the_step_on_every_rank():
+    from tests.helpers.dist import run_on_ranks
+
+    results = run_on_ranks(_found_inf_worker, 2)
+    # Without the sync rank 0 would step to 0.9 while rank 1 skips.
+    assert results == [[[1.0, 1.0, 1.0], 4.0]] * 2

@@ -1,4 +1,5 @@
 """Evaluators and inference_on_dataset on 1 and 3 processes."""
+import math
 import pytest
 import torch
 from torch import nn
@@ -199,3 +200,18 @@ def test_inference_on_dataset_one_process():
 def test_inference_on_dataset_three_processes_same_accuracy():
     for results, first_step in run_on_ranks(_worker, 3):
         _check(results, first_step, dp=3)
+
+
+def test_ppl_evaluator_is_exp_of_the_mean_token_loss_over_the_dataset():
+    from libai.evaluation import PPLEvaluator
+
+    evaluator = PPLEvaluator()
+    # Two batches of different sizes: the mean is over tokens, not over batches.
+    evaluator.process({}, {"lm_loss": torch.tensor([[1.0, 2.0], [3.0, 4.0]])})
+    evaluator.process({"loss_mask": torch.tensor([[1, 0]])}, {"lm_loss": torch.tensor([[5.0, 100.0]])})
+    assert evaluator.evaluate()["PPL"] == pytest.approx(math.exp(15.0 / 5))
+    evaluator.reset()
+    with pytest.raises(KeyError, match="containing 'loss'"):
+        evaluator.process({}, {"prediction_scores": torch.zeros(1, 2)})
+    with pytest.raises(ValueError, match="per-token"):
+        evaluator.process({}, {"lm_loss": torch.tensor(1.0)})

@@ -15,6 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from libai.config import LazyConfig, try_get_key
 from libai.engine import DefaultTrainer, default_argument_parser, default_setup
 from libai.engine.default import run_with_clear_errors
+from libai.engine.pipeline import build_pipeline
+from libai.utils import distributed as dist
 from libai.utils.checkpoint import Checkpointer
 
 logger = logging.getLogger("libai." + __name__)
@@ -31,7 +33,10 @@ def main(args) -> None:
         Checkpointer(model, save_dir=cfg.train.output_dir).resume_or_load(
             cfg.train.load_weight, resume=args.resume
         )
-        if try_get_key(cfg, "graph.enabled", default=False):
+        if dist.get_pipeline_parallel_size() > 1:
+            # Each rank keeps its stage; batches flow through the stages forward only.
+            model = build_pipeline(model, num_microbatches=1, schedule_name="GPipe").eval_model()
+        elif try_get_key(cfg, "graph.enabled", default=False):
             model = DefaultTrainer.build_graph(cfg, model, is_train=False)
         test_loader = DefaultTrainer.build_test_loader(cfg, tokenizer)
         if not test_loader:

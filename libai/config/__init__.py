@@ -10,7 +10,7 @@
 """
 from .config import configurable, get_config, packaged_config_dirs, try_get_key
 from .instantiate import instantiate, locate
-from .lazy import ConfigKeyError, ConfigKeyWarning, LazyCall, LazyConfig
+from .lazy import ConfigKeyError, ConfigKeyWarning, ConfigOverrideError, LazyCall, LazyConfig
 
 __all__ = [
     "LazyCall",
@@ -22,5 +22,6 @@ __all__ = [
     "configurable",
     "try_get_key",
     "ConfigKeyError",
+    "ConfigOverrideError",
     "ConfigKeyWarning",
 ]

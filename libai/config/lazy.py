@@ -67,6 +67,11 @@ class ConfigKeyError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ConfigOverrideError(ValueError):
+    """A command-line override that is not `key=value` (for example a flag placed after
+    the overrides)."""
+
+
 class ConfigKeyWarning(UserWarning):
     """`update()` added a key that the config group did not have (maybe a typo)."""
 
@@ -448,7 +453,10 @@ def _apply_one_override(cfg: DictConfig, override: str) -> None:
     key, sep, text = override.partition("=")
     key = key.strip()
     if not sep or not key.lstrip("+"):
-        raise ValueError(f"config override {override!r} is not of the form key=value, e.g. train.train_iter=100")
+        hint = " (flags such as --resume go before the overrides)" if override.startswith("-") else ""
+        raise ConfigOverrideError(
+            f"config override {override!r} is not of the form key=value, e.g. train.train_iter=100{hint}"
+        )
     add = key.startswith("+")
     key = key.lstrip("+")
     if not add:

@@ -229,7 +229,8 @@ def auto_scale_hyperparams(cfg, data_loader) -> None:
 
 
 def _autocast_setup(cfg) -> tuple[Optional[torch.dtype], Optional[torch.amp.GradScaler]]:
-    """AMP from `train.amp`: (autocast dtype, grad scaler); bf16 on CPU, fp16 on CUDA."""
+    """AMP from `train.amp`: (autocast dtype, grad scaler); bf16 on CPU, fp16 on CUDA by
+    default (`train.amp.dtype` chooses); fp16 comes with a GradScaler."""
     if not try_get_key(cfg, "train.amp.enabled", default=False):
         return None, None
     device_type = dist.get_device().type
@@ -240,18 +241,15 @@ def _autocast_setup(cfg) -> tuple[Optional[torch.dtype], Optional[torch.amp.Grad
     if dtype is None:
         raise ValueError(f"train.amp.dtype={name!r} is not supported: use 'bfloat16' or 'float16'")
     if dtype == torch.float16 and device_type == "cpu":
-        logger.warning("fp16 autocast on CPU is slow and has no loss scaling here; consider bfloat16")
-    scaler = torch.amp.GradScaler(device_type) if dtype == torch.float16 and device_type == "cuda" else None
+        logger.warning("fp16 autocast on CPU is slow; consider train.amp.dtype='bfloat16'")
+    # fp16's 5 exponent bits need loss scaling; bf16 has float32's range and does not.
+    scaler = torch.amp.GradScaler(device_type) if dtype == torch.float16 else None
     return dtype, scaler
 
 
 def _check_pipeline_config(cfg) -> None:
     """What pipeline parallelism does not combine with yet, each as one clear error."""
-    unsupported = {
-        "train.zero_optimization.enabled": "ZeRO",
-        "train.evaluation.enabled": "evaluation during training",
-        "graph.enabled": "graph mode",
-    }
+    unsupported = {"graph.enabled": "graph mode"}
     for key, what in unsupported.items():
         if try_get_key(cfg, key, default=False):
             raise dist.DistLayoutError(
@@ -260,6 +258,11 @@ def _check_pipeline_config(cfg) -> None:
             )
     pp, accum = dist.get_pipeline_parallel_size(), cfg.train.num_accumulation_steps
     schedule = cfg.train.pipeline.schedule
+    if schedule == "Interleaved1F1B" and cfg.train.zero_optimization.enabled and dist.get_data_parallel_size() > 1:
+        raise dist.DistLayoutError(
+            "ZeRO is not supported with the Interleaved1F1B schedule (two stages per rank share "
+            "one model): use train.pipeline.schedule='1F1B' or 'GPipe', or turn ZeRO off"
+        )
     if schedule != "GPipe" and accum < pp:
         raise dist.DistLayoutError(
             f"the {schedule} schedule needs at least pipeline_parallel_size ({pp}) micro-batches "
@@ -339,11 +342,8 @@ class DefaultTrainer(TrainerBase):
                 logger.warning("train.activation_checkpoint.enabled=True but the model has no TransformerLayer")
         accum = cfg.train.num_accumulation_steps
         zero = cfg.train.zero_optimization
-        if zero.enabled and dist.get_data_parallel_size() > 1 and dist.get_pipeline_parallel_size() == 1:
-            logger.info("ZeRO stage %d over %d data-parallel ranks", zero.stage, dist.get_data_parallel_size())
-            self.model, reducer = apply_zero(self.model, int(zero.stage), accum)
-            return reducer
-        if zero.enabled:
+        shard = zero.enabled and dist.get_data_parallel_size() > 1
+        if zero.enabled and not shard:
             logger.info("ZeRO is on but there is one data-parallel replica: nothing to shard")
         if dist.get_pipeline_parallel_size() > 1:
             _check_pipeline_config(cfg)
@@ -356,6 +356,23 @@ class DefaultTrainer(TrainerBase):
                 cfg.train.pipeline.schedule,
                 accum,
             )
+        if shard:
+            logger.info("ZeRO stage %d over %d data-parallel ranks", zero.stage, dist.get_data_parallel_size())
+            if self.pipeline is None:
+                self.model, reducer = apply_zero(self.model, int(zero.stage), accum)
+                return reducer
+            # The stage module is the FSDP root, so the pipeline schedule drives gradient
+            # sync (reduce once after the last micro-batch); other stages' weights stay out.
+            stage_module = self.pipeline.stages[0].submod
+            _, reducer = apply_zero(
+                stage_module,
+                int(zero.stage),
+                accum,
+                pipeline=True,
+                ignored_params=set(self.pipeline.foreign_parameters()),
+            )
+            self.pipeline.refresh_parameters()
+            return reducer
         return dist.make_gradient_reducer(self.model, accum)
 
     # ---- resume --------------------------------------------------------------------
@@ -459,7 +476,8 @@ class DefaultTrainer(TrainerBase):
         ]
 
     def _evaluate(self) -> dict:
-        return self.test(self.cfg, self.test_loader, self.model)
+        model = self.pipeline.eval_model() if self.pipeline is not None else self.model
+        return self.test(self.cfg, self.test_loader, model)
 
     # ---- builders users override ---------------------------------------------------
 
@@ -563,10 +581,10 @@ class DefaultTrainer(TrainerBase):
 
 
 def _user_error_types() -> tuple:
-    from libai.config import ConfigKeyError
+    from libai.config import ConfigKeyError, ConfigOverrideError
     from libai.utils.checkpoint import CheckpointError
 
-    return (ConfigKeyError, dist.DistLayoutError, BatchSizeError, CheckpointError, FileNotFoundError)
+    return (ConfigKeyError, ConfigOverrideError, dist.DistLayoutError, BatchSizeError, CheckpointError, FileNotFoundError)
 
 
 def run_with_clear_errors(main: Callable, *args) -> None:

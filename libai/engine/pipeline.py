@@ -228,7 +228,17 @@ class _StageModule(nn.Module):
         self._recv_block = earlier[-1] if stage > 0 else None
 
     def forward(self, *received: torch.Tensor, **inputs: Any):
-        replay = _Replay(self.stage, self._recv_block, self._send_block, received)
+        """The boundary output; on the last stage the losses (for the schedule), or the
+        model's whole output dict when the engine evaluates."""
+        output = self.run(received, inputs)
+        if self.stage == self.num_stages - 1 and not self._engine.evaluating:
+            return self._losses(output)
+        return output
+
+    def run(self, received: tuple, inputs: Mapping[str, Any]) -> Any:
+        """Replay the model's forward for this stage: returns the tensors that cross to the
+        next stage, or on the last stage the model's own output (a dict)."""
+        replay = _Replay(self.stage, self._recv_block, self._send_block, tuple(received))
         self._engine._active = replay
         try:
             output = self.model(**inputs)
@@ -249,7 +259,7 @@ class _StageModule(nn.Module):
                 f"{type(self.model).__name__}.forward ended on pipeline stage {self.stage} without "
                 f"calling a layer of stage {self.stage + 1}: check the modules' layer_idx"
             )
-        return self._losses(output)
+        return output
 
     def _boundary_output(self, replay: _Replay) -> tuple[torch.Tensor, ...]:
         if not replay.sent:
@@ -396,6 +406,38 @@ def _sum_losses(output, target) -> torch.Tensor:
     return sum(v.sum() for v in values)
 
 
+def _send_tensors(tensors: tuple[torch.Tensor, ...], group, group_dst: int) -> None:
+    """Send tensors to a pipeline peer, their shapes and dtypes first (blocking)."""
+    meta = [[(tuple(t.shape), t.dtype) for t in tensors]]
+    torch_dist.send_object_list(meta, group=group, group_dst=group_dst, device=dist.get_device())
+    for t in tensors:
+        torch_dist.send(t.contiguous(), group=group, group_dst=group_dst)
+
+
+def _recv_tensors(group, group_src: int) -> tuple[torch.Tensor, ...]:
+    """Receive what `_send_tensors` sent."""
+    meta = [None]
+    torch_dist.recv_object_list(meta, group=group, group_src=group_src, device=dist.get_device())
+    tensors = []
+    for shape, dtype in meta[0]:
+        t = torch.empty(shape, dtype=dtype, device=dist.get_device())
+        torch_dist.recv(t, group=group, group_src=group_src)
+        tensors.append(t)
+    return tuple(tensors)
+
+
+class _PipelineEvalModel(nn.Module):
+    """`inference_on_dataset`'s model under pipeline parallelism (see `eval_model`)."""
+
+    def __init__(self, engine: "PipelineEngine") -> None:
+        super().__init__()
+        self.model = engine.model
+        self._engine = engine
+
+    def forward(self, **batch: Any) -> dict[str, Any]:
+        return self._engine.eval_forward(batch)
+
+
 class PipelineEngine:
     """This rank's pipeline stage(s) of `model` and the schedule that trains them.
 
@@ -438,6 +480,7 @@ class PipelineEngine:
         # Virtual stage k lives on pipeline rank k % pp (the interleaved schedules' layout).
         self.stage_ids = [s for s in range(self.num_stages) if s % pp == pp_rank]
         self._active: Optional[_Replay] = None
+        self.evaluating = False
         self._loss_key_list: Optional[list[str]] = None
         self._metric_keys: Optional[list[str]] = None
         self._owned = self._drop_foreign_parameters()
@@ -517,6 +560,24 @@ class PipelineEngine:
         """Weights this rank holds that the first and the last stage both train."""
         return list(self._shared)
 
+    def foreign_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the model that other stages own (freed or empty on this rank)."""
+        owned = {id(p) for p in self.parameters()}
+        return [p for p in self.model.parameters() if id(p) not in owned]
+
+    def refresh_parameters(self) -> None:
+        """Re-read the owned and shared parameters from the model by name, after a wrapper
+        (ZeRO's `fully_shard`) replaced the parameter objects in their module slots."""
+        current = dict(self.model.named_parameters(remove_duplicate=False))
+        replicas = {name for name, p in self._owned if getattr(p, "_libai_pipeline_replica", False)}
+        shared_ids = {id(p) for p in self._shared}
+        shared_names = {name for name, p in self._owned if id(p) in shared_ids}
+        self._owned = [(name, current[name]) for name, _ in self._owned]
+        for name, p in self._owned:
+            if name in replicas:
+                p._libai_pipeline_replica = True
+        self._shared = [p for name, p in self._owned if name in shared_names]
+
     def block_names(self) -> list[str]:
         """Names of the blocks this rank runs, in registration order."""
         mine = set(self.stage_ids)
@@ -535,7 +596,7 @@ class PipelineEngine:
             self._loss_key_list = keys
         return keys
 
-    def _prepare_inputs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+    def _prepare_inputs(self, batch: Mapping[str, Any], split: bool = True) -> dict[str, Any]:
         inputs = {}
         for key, value in batch.items():
             if isinstance(value, DTensor):
@@ -547,7 +608,7 @@ class PipelineEngine:
                     )
                 value = value.to_local()
             if isinstance(value, torch.Tensor) and value.dim() > 0:
-                if value.shape[0] % self.num_microbatches != 0:
+                if split and value.shape[0] % self.num_microbatches != 0:
                     raise PipelineError(
                         f"batch field {key!r} has {value.shape[0]} rows, not divisible into "
                         f"{self.num_microbatches} micro-batches"
@@ -573,6 +634,42 @@ class PipelineEngine:
             values = _as_tensors(outputs, "the last stage")
             means = torch.stack([v.detach().double().mean() for v in values])
         return self._broadcast_losses(means)
+
+    @torch.no_grad()
+    def eval_forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The model's eval output for a whole `batch` (no micro-batches), on every rank.
+
+        The stages run one after another with blocking sends of the boundary tensors
+        (shapes travel first, so any batch size works); the last stage's output dict is
+        then broadcast over the pipeline group, so evaluators run unchanged on every rank.
+        """
+        inputs = self._prepare_inputs(batch, split=False)
+        pp, me = dist.get_pipeline_parallel_size(), dist.get_pipeline_parallel_rank()
+        group = dist.get_pipeline_parallel_group()
+        by_stage = dict(zip(self.stage_ids, self.stages))
+        output, received = None, ()
+        self.evaluating = True
+        try:
+            for stage in range(self.num_stages):
+                if stage % pp != me:
+                    continue
+                if stage > 0:
+                    received = _recv_tensors(group, (stage - 1) % pp)
+                result = by_stage[stage].submod(*received, **inputs)
+                if stage < self.num_stages - 1:
+                    _send_tensors(result, group, (stage + 1) % pp)
+                else:
+                    output = result
+        finally:
+            self.evaluating = False
+        box = [output]
+        torch_dist.broadcast_object_list(box, group=group, group_src=pp - 1, device=dist.get_device())
+        return box[0]
+
+    def eval_model(self) -> nn.Module:
+        """A module that evaluates through the pipeline: `module(**batch)` returns
+        `eval_forward(batch)`; `.eval()`/`.train()` reach the user's model."""
+        return _PipelineEvalModel(self)
 
     def _broadcast_losses(self, means: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
         pp = dist.get_pipeline_parallel_size()

@@ -13,6 +13,7 @@ from contextlib import nullcontext
 from typing import Callable, Optional
 
 import torch
+import torch.distributed as torch_dist
 from torch import nn
 
 from libai.utils import distributed as dist
@@ -169,6 +170,7 @@ class EagerTrainer(TrainerBase):
     def _step_optimizer(self) -> None:
         if self.grad_scaler is not None:
             self.grad_scaler.unscale_(self.optimizer)
+            sync_found_inf(self.grad_scaler, self.optimizer)
         for params, max_norm, norm_type in self._clip_groups:
             dist.clip_grad_norm_(params, max_norm, norm_type)
         if self.grad_scaler is not None:
@@ -230,6 +232,29 @@ class PipelineTrainer(EagerTrainer):
         dist.sync_first_last_grads(self.engine.shared_parameters())
         self._step_optimizer()
         self.write_metrics(loss_means, data_time)
+
+
+def sync_found_inf(grad_scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> None:
+    """Make every rank skip the step when any rank found an inf/nan gradient.
+
+    `GradScaler.unscale_` checks only this rank's gradient shards (tensor-, pipeline- or
+    ZeRO-split), so ranks could disagree and the model replicas drift apart; the max of
+    the flags over all ranks is what one process would have found. (GradScaler keeps the
+    flags per optimizer in `_per_optimizer_states`; there is no public accessor.)
+    """
+    if not torch_dist.is_initialized() or torch_dist.get_world_size() == 1:
+        return
+    found = grad_scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"]
+    flag = torch.zeros(1, dtype=torch.float32, device=dist.get_device())
+    for value in found.values():
+        flag = torch.maximum(flag, value.to(flag.device, flag.dtype).reshape(1))
+    torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+    for value in found.values():
+        value.copy_(flag.reshape(value.shape).to(value.dtype))
+    if not found:
+        # No local gradient at all (e.g. a rank whose parameters got none): record the flag
+        # on this rank's device so `step` sees it.
+        found[flag.device] = flag.reshape(())
 
 
 def _clip_groups(optimizer: torch.optim.Optimizer) -> list[tuple[list, float, float]]:

@@ -8,6 +8,7 @@ from libai.evaluation.evaluator import (
     inference_on_dataset,
     print_csv_format,
 )
+from libai.evaluation.ppl_evaluator import PPLEvaluator
 
 __all__ = [
     "ClsEvaluator",
@@ -16,5 +17,6 @@ __all__ = [
     "flatten_results_dict",
     "inference_context",
     "inference_on_dataset",
+    "PPLEvaluator",
     "print_csv_format",
 ]

@@ -84,6 +84,7 @@ def apply_zero(
     wrap_classes: Sequence[Union[str, type]] = DEFAULT_WRAP_CLASS_NAMES,
     reduce_dtype: torch.dtype = torch.float64,
     pipeline: bool = False,
+    ignored_params: Optional[set] = None,
 ) -> tuple[nn.Module, Optional[Union["ZeroGradientReducer", dist_util.GradientReducer]]]:
     """Shard `model` over the data-parallel ranks (ZeRO `stage` 1, 2 or 3) in place.
 
@@ -109,6 +110,8 @@ def apply_zero(
         pipeline: True when a `torch.distributed.pipelining` schedule drives backward: it
             already turns gradient sync off for all but the final reduction, so the reducer
             only divides; build the schedule with `scale_grads=False`.
+        ignored_params: parameters left alone (not sharded, broadcast or wrapped): with
+            pipeline parallelism, those of the other stages, freed on this rank.
     """
     if stage not in ZERO_STAGES:
         raise ValueError(f"train.zero_optimization.stage={stage!r} is not supported: use 1, 2 or 3")
@@ -125,26 +128,37 @@ def apply_zero(
                 reducer = dist_util.GradientReducer(model.parameters(), num_micro_batches)
             return model, reducer
         mesh = dist_util.get_stage_placement(dist_util.get_pipeline_parallel_rank())["dp"]
-    _check_model(model, mesh)
+    ignored = {id(p) for p in ignored_params or ()}
+    params = [p for p in model.parameters() if id(p) not in ignored]
+    _check_model(model, mesh, ignored)
     # Same start on every replica before the replicas become shards of one model.
-    _broadcast_over(model, mesh)
+    _broadcast_over(params + list(model.buffers()), mesh)
 
-    reshard_after_forward = stage == 3
-    mp_policy = MixedPrecisionPolicy(reduce_dtype=reduce_dtype)
+    shard_options = dict(
+        mesh=mesh,
+        reshard_after_forward=stage == 3,
+        mp_policy=MixedPrecisionPolicy(reduce_dtype=reduce_dtype),
+        ignored_params=set(ignored_params or ()),
+    )
     for module in _modules_to_wrap(model, wrap_classes):
-        fully_shard(module, mesh=mesh, reshard_after_forward=reshard_after_forward, mp_policy=mp_policy)
-    fully_shard(model, mesh=mesh, reshard_after_forward=reshard_after_forward, mp_policy=mp_policy)
+        # A submodule with an ignored parameter belongs to another pipeline stage.
+        if not any(id(p) in ignored for p in module.parameters()):
+            fully_shard(module, **shard_options)
+    fully_shard(model, **shard_options)
     exact = reduce_dtype == torch.float64
     reducer = ZeroGradientReducer(model, stage, num_micro_batches, pipeline=pipeline, exact=exact)
     return model, reducer
 
 
-def _check_model(model: nn.Module, mesh: DeviceMesh) -> None:
-    """Clear errors for models FSDP2 cannot shard over `mesh`."""
+def _check_model(model: nn.Module, mesh: DeviceMesh, ignored: set[int]) -> None:
+    """Clear errors for models FSDP2 cannot shard over `mesh` (parameters whose id is in
+    `ignored` are not checked)."""
     if mesh.ndim != 1:
         raise ValueError(f"apply_zero needs a 1-D data-parallel mesh, got {mesh.ndim}-D {mesh}")
     device_type = mesh.device_type
     for name, param in model.named_parameters():
+        if id(param) in ignored:
+            continue
         if param.device.type != device_type and param.device.type != "meta":
             raise ValueError(
                 f"parameter {name} is on {param.device} but the data-parallel mesh is on "
@@ -159,14 +173,14 @@ def _check_model(model: nn.Module, mesh: DeviceMesh) -> None:
             )
 
 
-def _broadcast_over(model: nn.Module, mesh: DeviceMesh) -> None:
-    """Copy the first data-parallel replica's parameters and buffers to the others."""
+def _broadcast_over(tensors: list[torch.Tensor], mesh: DeviceMesh) -> None:
+    """Copy the first data-parallel replica's `tensors` (parameters, buffers) to the others."""
     if mesh.size() == 1:
         return
     group = mesh.get_group()
     src = dist.get_global_rank(group, 0)
     with torch.no_grad():
-        for tensor in list(model.parameters()) + list(model.buffers()):
+        for tensor in tensors:
             local = tensor.to_local() if isinstance(tensor, DTensor) else tensor
             dist.broadcast(local, src=src, group=group)
 

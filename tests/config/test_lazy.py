@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, ListConfig
 
-from libai.config import ConfigKeyError, LazyCall, LazyConfig, instantiate
+from libai.config import ConfigKeyError, ConfigOverrideError, LazyCall, LazyConfig, instantiate
 
 
 def write(path: Path, text: str) -> Path:
@@ -234,8 +234,11 @@ def test_override_add_and_malformed(cfg: DictConfig) -> None:
     LazyConfig.apply_overrides(cfg, ["+train.new_key=3", "+extra.group.value=[1]"])
     assert cfg.train.new_key == 3
     assert list(cfg.extra.group.value) == [1]
-    with pytest.raises(ValueError, match="key=value"):
+    with pytest.raises(ConfigOverrideError, match="key=value"):
         LazyConfig.apply_overrides(cfg, ["train.lr"])
+    # A flag typed after the overrides reaches them: the message says where flags go.
+    with pytest.raises(ConfigOverrideError, match="--resume go before the overrides"):
+        LazyConfig.apply_overrides(cfg, ["--resume"])
     with pytest.raises(TypeError, match="list"):
         LazyConfig.apply_overrides(cfg, "train.lr=1")
 

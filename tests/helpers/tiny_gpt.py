@@ -55,7 +55,9 @@ class TinyGPT(nn.Module):
         logits = self.lm_head(self.final_layernorm(hidden), self.word_embeddings.weight)
         if labels is None:
             return {"logits": logits}
-        return {"lm_loss": self.loss_func(logits, labels).mean()}
+        token_losses = self.loss_func(logits, labels)
+        # Training sums the mean; evaluation (PPLEvaluator) reads the per-token losses.
+        return {"lm_loss": token_losses.mean() if self.training else token_losses}
 
 
 class SyntheticTokens(torch.utils.data.Dataset):
