@@ -20,6 +20,7 @@ setup(
         "safetensors",
         "tensorboard",
         "tqdm",
+        "tokenizers",
     ],
     extras_require={"test": ["pytest"]},
 )

@@ -5,6 +5,7 @@ from libai.data.build import (
     build_image_train_loader,
     build_nlp_test_loader,
     build_nlp_train_loader,
+    build_nlp_train_val_test_loader,
 )
 from libai.data.samplers import CyclicSampler, SingleRoundSampler
 from libai.data.structures import DistTensorData, Instance
@@ -18,6 +19,7 @@ __all__ = [
     "build_image_train_loader",
     "build_nlp_test_loader",
     "build_nlp_train_loader",
+    "build_nlp_train_val_test_loader",
     "datasets",
     "transforms",
 ]

@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 from omegaconf import ListConfig
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from libai.data.samplers import CyclicSampler, SingleRoundSampler
 from libai.data.structures import Instance
@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "build_nlp_train_loader",
     "build_nlp_test_loader",
+    "build_nlp_train_val_test_loader",
+    "train_valid_test_ranges",
     "build_image_train_loader",
     "build_image_test_loader",
 ]
@@ -202,3 +204,110 @@ def build_image_test_loader(
     """One-pass test loader for image datasets (`SingleRoundSampler` over the data-parallel ranks)."""
     _warn_unused("build_image_test_loader", kwargs)
     return _test_loader(dataset, test_batch_size, sampler, num_workers, seed, collate_fn)
+
+
+def _normalize_split(split: Sequence[float]) -> list[float]:
+    """One dataset's train/valid/test weights as three fractions summing to 1."""
+    weights = [float(w) for w in split]
+    if not 1 <= len(weights) <= 3 or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(
+            f"a split must be up to 3 non-negative weights for train/valid/test with a positive sum, "
+            f"like [949, 50, 1]; got {list(split)}"
+        )
+    weights += [0.0] * (3 - len(weights))
+    return [w / sum(weights) for w in weights]
+
+
+def train_valid_test_ranges(size: int, split: Sequence[float]) -> tuple[range, range, range]:
+    """Contiguous, disjoint train/valid/test index ranges covering `range(size)`.
+
+    Megatron-LM's rounding: each boundary advances by `round(fraction * size)`, then all
+    boundaries shift so the last one is exactly `size`.
+    """
+    fractions = _normalize_split(split)
+    bounds = [0]
+    for fraction in fractions:
+        bounds.append(bounds[-1] + int(round(fraction * size)))
+    excess = bounds[-1] - size
+    # Clamping keeps the ranges ordered when the shift would push a boundary below 0.
+    bounds = [0] + [min(max(b - excess, 0), size) for b in bounds[1:]]
+    for i in range(1, 4):
+        bounds[i] = max(bounds[i], bounds[i - 1])
+    return range(bounds[0], bounds[1]), range(bounds[1], bounds[2]), range(bounds[2], bounds[3])
+
+
+def _splits_per_dataset(splits: Any, num_datasets: int) -> list[list[float]]:
+    """One split per dataset; a single split (or a flat `[949, 50, 1]`) applies to all."""
+    splits = [list(s) if isinstance(s, (list, tuple, ListConfig)) else s for s in (splits or [])]
+    if splits and not isinstance(splits[0], list):
+        splits = [splits]
+    if len(splits) == 1:
+        splits = splits * num_datasets
+    if len(splits) != num_datasets:
+        raise ValueError(
+            f"splits has {len(splits)} entries for {num_datasets} datasets: give one [train, valid, test] per dataset"
+        )
+    return splits
+
+
+def build_nlp_train_val_test_loader(
+    dataset: Dataset | Sequence[Dataset],
+    splits: Sequence[Sequence[float]],
+    weights: Optional[Sequence[float]] = None,
+    train_val_test_num_samples: Optional[Sequence[int]] = None,
+    train_batch_size: int = 1,
+    test_batch_size: Optional[int] = None,
+    sampler: Any = None,
+    num_workers: int = 4,
+    consumed_samples: int = 0,
+    seed: int = 0,
+    collate_fn: Optional[Callable] = None,
+    dataset_mixer: Callable = ConcatDataset,
+    **kwargs,
+) -> tuple[DataLoader, Optional[DataLoader], Optional[DataLoader]]:
+    """Split each dataset into train/valid/test index ranges and build `(train, valid, test)` loaders.
+
+    `splits` holds one `[train, valid, test]` weight triple per dataset (e.g.
+    `[[949, 50, 1]]`, normalised; one triple applies to every dataset); the ranges are
+    contiguous, disjoint and cover each dataset (`train_valid_test_ranges`). Train parts are
+    mixed with `dataset_mixer` and read by the endless, resumable train sampler (or
+    `sampler`); valid and test parts are concatenated and read once per evaluation with
+    `test_batch_size` (default `train_batch_size`). A loader whose split is empty is None.
+    `weights` and `train_val_test_num_samples` are accepted for LiBai compatibility: mixing
+    is by `dataset_mixer` (ConcatDataset: in proportion to dataset sizes) and dataset lengths
+    come from each dataset's `max_num_samples`.
+    """
+    _warn_unused("build_nlp_train_val_test_loader", kwargs)
+    datasets = list(dataset) if isinstance(dataset, (list, tuple, ListConfig)) else [dataset]
+    if not datasets or any(d is None for d in datasets):
+        raise ValueError("build_nlp_train_val_test_loader got no dataset: set dataloader.train.dataset in the config")
+    if weights is not None and len(weights) != len(datasets):
+        raise ValueError(
+            f"weights has {len(weights)} entries for {len(datasets)} datasets: give one weight per dataset"
+        )
+    if weights is not None and len(set(float(w) for w in weights)) > 1:
+        logger.warning(
+            "build_nlp_train_val_test_loader ignores weights %s: datasets are mixed by dataset_mixer", list(weights)
+        )
+    if train_val_test_num_samples is not None:
+        logger.warning(
+            "build_nlp_train_val_test_loader ignores train_val_test_num_samples: "
+            "set max_num_samples on the datasets"
+        )
+
+    parts: list[list[Dataset]] = [[], [], []]
+    for ds, split in zip(datasets, _splits_per_dataset(splits, len(datasets))):
+        for bucket, indices in zip(parts, train_valid_test_ranges(len(ds), split)):
+            if len(indices) > 0:
+                bucket.append(Subset(ds, indices))
+    if not parts[0]:
+        raise ValueError(f"splits {list(splits)} leave no training samples: give the train part a positive weight")
+    train_loader = _train_loader(
+        parts[0], train_batch_size, sampler, num_workers, consumed_samples, seed, collate_fn, dataset_mixer
+    )
+    test_batch_size = train_batch_size if test_batch_size is None else test_batch_size
+    valid_loader, test_loader = (
+        _test_loader(part, test_batch_size, None, num_workers, seed, collate_fn) if part else None
+        for part in parts[1:]
+    )
+    return train_loader, valid_loader, test_loader

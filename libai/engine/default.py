@@ -9,6 +9,7 @@ A tool (see `tools/train_net.py`) does:
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import math
 import os
@@ -21,7 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from omegaconf import DictConfig, ListConfig
+
 from libai.config import LazyConfig, instantiate, try_get_key
+from libai.config.instantiate import locate
 from libai.data.structures import Instance
 from libai.engine import hooks
 from libai.engine.pipeline import build_pipeline
@@ -245,6 +249,28 @@ def _autocast_setup(cfg) -> tuple[Optional[torch.dtype], Optional[torch.amp.Grad
     # fp16's 5 exponent bits need loss scaling; bf16 has float32's range and does not.
     scaler = torch.amp.GradScaler(device_type) if dtype == torch.float16 else None
     return dtype, scaler
+
+
+def _give_tokenizer(loader_cfg, tokenizer) -> None:
+    """Set `tokenizer` on each dataset of a loader config, as LiBai does, so NLP datasets
+    (`GPT2Dataset(tokenizer=...)`) get the one the trainer built."""
+    if tokenizer is None or "dataset" not in loader_cfg:
+        return
+    datasets = loader_cfg.dataset
+    for dataset in datasets if isinstance(datasets, (list, ListConfig)) else [datasets]:
+        if isinstance(dataset, (dict, DictConfig)) and "tokenizer" in _signature_keys(dataset):
+            dataset.tokenizer = tokenizer
+
+
+def _signature_keys(lazy_cfg) -> set:
+    """Argument names of a LazyCall config's target (empty when unknown)."""
+    target = lazy_cfg.get("_target_")
+    try:
+        if isinstance(target, str):
+            target = locate(target)
+        return set(inspect.signature(target).parameters)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return set()  # instantiate will report a bad target itself
 
 
 def _check_pipeline_config(cfg) -> None:
@@ -533,6 +559,7 @@ class DefaultTrainer(TrainerBase):
         loader_cfg.test_batch_size = cfg.train.test_micro_batch_size
         loader_cfg.seed = cfg.train.seed
         loader_cfg.consumed_samples = cfg.train.consumed_train_samples
+        _give_tokenizer(loader_cfg, tokenizer)
         loaders = instantiate(loader_cfg)
         if not isinstance(loaders, (tuple, list)):
             loaders = (loaders, None, None)
@@ -545,6 +572,7 @@ class DefaultTrainer(TrainerBase):
         loaders = []
         for test_cfg in test_cfgs:
             test_cfg.test_batch_size = cfg.train.test_micro_batch_size
+            _give_tokenizer(test_cfg, tokenizer)
             loaders.append(instantiate(test_cfg))
         return loaders
 

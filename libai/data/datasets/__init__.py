@@ -1,4 +1,7 @@
 """Dataset readers that work offline."""
+from libai.data.datasets.bert_dataset import BertDataset
+from libai.data.datasets.gpt_dataset import GPT2Dataset
 from libai.data.datasets.mnist import MNISTDataset
+from libai.data.datasets.t5_dataset import T5Dataset
 
-__all__ = ["MNISTDataset"]
+__all__ = ["MNISTDataset", "GPT2Dataset", "BertDataset", "T5Dataset"]

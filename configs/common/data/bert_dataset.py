@@ -1,0 +1,50 @@
+"""LiBai's BERT data config: bert-base-uncased's WordPiece tokenizer (shipped offline) and
+`[CLS] A [SEP] B [SEP]` masked-LM samples from a sentence-split indexed dataset.
+
+Create the indexed data once (from the repository root):
+
+    python tools/make_shakespeare_corpus.py --output data/shakespeare.jsonl
+    python tools/preprocess_data.py --input data/shakespeare.jsonl --json-keys text \\
+        --tokenizer-name BertTokenizer --split-sentences --output-prefix data/shakespeare_bert --workers 2
+
+Point the config at other data by overriding both prefixes (LiBai lists it twice), e.g.
+`dataloader.train.dataset.0.data_prefix=PREFIX dataloader.train.dataset.0.indexed_dataset.data_prefix=PREFIX`.
+Data without `--split-sentences` also works: documents are then cut into fixed-length segments.
+The trainer passes the tokenizer to each dataset.
+"""
+from omegaconf import OmegaConf
+
+from libai.config import LazyCall
+from libai.data.build import build_nlp_train_val_test_loader
+from libai.data.datasets import BertDataset
+from libai.data.indexed import get_indexed_dataset
+from libai.tokenizer import BertTokenizer
+from libai.tokenizer.offline import bert_vocab_file
+
+DATA_PREFIX = "data/shakespeare_bert_text_sentence"
+
+tokenization = OmegaConf.create()
+tokenization.tokenizer = LazyCall(BertTokenizer)(vocab_file=bert_vocab_file(), do_lower_case=True)
+tokenization.append_eod = False
+# The embedding gets padded to a multiple of this times the tensor-parallel size.
+tokenization.make_vocab_size_divisible_by = 128
+
+dataloader = OmegaConf.create()
+dataloader.train = LazyCall(build_nlp_train_val_test_loader)(
+    dataset=[
+        LazyCall(BertDataset)(
+            name="bert",
+            data_prefix=DATA_PREFIX,
+            indexed_dataset=LazyCall(get_indexed_dataset)(data_prefix=DATA_PREFIX, data_impl="mmap", skip_warmup=False),
+            max_seq_length=512,
+            mask_lm_prob=0.15,
+            short_seq_prob=0.1,
+            binary_head=True,
+            seed=1234,
+        ),
+    ],
+    train_val_test_num_samples=None,
+    splits=[[949.0, 50.0, 1.0]],
+    weights=[1.0],
+    num_workers=4,
+)

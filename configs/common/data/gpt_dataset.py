@@ -1,0 +1,46 @@
+"""LiBai's GPT-2 data config: GPT-2's BPE tokenizer (shipped offline) and windows over an indexed dataset.
+
+Create the indexed data once (from the repository root):
+
+    python tools/make_shakespeare_corpus.py --output data/shakespeare.jsonl
+    python tools/preprocess_data.py --input data/shakespeare.jsonl --json-keys text \\
+        --tokenizer-name GPT2Tokenizer --append-eod --output-prefix data/shakespeare --workers 2
+
+Point the config at other data by overriding both prefixes (LiBai lists it twice), e.g.
+`dataloader.train.dataset.0.data_prefix=PREFIX dataloader.train.dataset.0.indexed_dataset.data_prefix=PREFIX`.
+The trainer passes the tokenizer to each dataset.
+"""
+from omegaconf import OmegaConf
+
+from libai.config import LazyCall
+from libai.data.build import build_nlp_train_val_test_loader
+from libai.data.datasets import GPT2Dataset
+from libai.data.indexed import get_indexed_dataset
+from libai.tokenizer import GPT2Tokenizer
+from libai.tokenizer.offline import gpt2_vocab_files
+
+_VOCAB_FILE, _MERGES_FILE = gpt2_vocab_files()
+DATA_PREFIX = "data/shakespeare_text_document"
+
+tokenization = OmegaConf.create()
+tokenization.tokenizer = LazyCall(GPT2Tokenizer)(vocab_file=_VOCAB_FILE, merges_file=_MERGES_FILE)
+tokenization.append_eod = False
+# The embedding gets padded to a multiple of this times the tensor-parallel size.
+tokenization.make_vocab_size_divisible_by = 128
+
+dataloader = OmegaConf.create()
+dataloader.train = LazyCall(build_nlp_train_val_test_loader)(
+    dataset=[
+        LazyCall(GPT2Dataset)(
+            name="gpt-2",
+            data_prefix=DATA_PREFIX,
+            indexed_dataset=LazyCall(get_indexed_dataset)(data_prefix=DATA_PREFIX, data_impl="mmap", skip_warmup=False),
+            max_seq_length=1024,
+            seed=1234,
+        ),
+    ],
+    train_val_test_num_samples=None,
+    splits=[[949.0, 50.0, 1.0]],
+    weights=[1.0],
+    num_workers=4,
+)
