@@ -223,3 +223,14 @@ def test_an_overflow_on_one_rank_skips_the_step_on_every_rank():
     results = run_on_ranks(_found_inf_worker, 2)
     # Without the sync rank 0 would step to 0.9 while rank 1 skips.
     assert results == [[[1.0, 1.0, 1.0], 4.0]] * 2
+
+
+def test_a_word_embedding_smaller_than_the_vocabulary_is_a_clear_error():
+    from libai.engine.default import VocabSizeError, check_vocab_size
+    from tests.helpers.tiny_gpt import TinyGPT
+
+    dist.setup_dist_util(OmegaConf.create(dict(data_parallel_size=1, tensor_parallel_size=1, pipeline_parallel_size=1)), "cpu")
+    model = TinyGPT(vocab_size=64)
+    check_vocab_size(model, list(range(64)))  # anything with len() works as a tokenizer here
+    with pytest.raises(VocabSizeError, match="word_embeddings has 64 rows but the tokenizer has 65 tokens"):
+        check_vocab_size(model, list(range(65)))

@@ -9,6 +9,7 @@ A tool (see `tools/train_net.py`) does:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import logging
 import math
@@ -16,7 +17,7 @@ import os
 import random
 import sys
 from collections import OrderedDict
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -44,6 +45,26 @@ logger = logging.getLogger(__name__)
 
 class BatchSizeError(ValueError):
     """`train_micro_batch_size`, `global_batch_size` and `num_accumulation_steps` disagree."""
+
+
+class VocabSizeError(ValueError):
+    """The model's word embedding has fewer rows than the tokenizer has tokens."""
+
+
+def check_vocab_size(model: nn.Module, tokenizer) -> None:
+    """Raise `VocabSizeError` when a `VocabEmbedding` of `model` cannot embed every token id
+    of `tokenizer` (ids past the table would crash, or embed as zeros under tensor parallelism)."""
+    if tokenizer is None:
+        return
+    from libai.layers import VocabEmbedding
+
+    needed = len(tokenizer)
+    for name, module in model.named_modules():
+        if isinstance(module, VocabEmbedding) and module.num_embeddings < needed:
+            raise VocabSizeError(
+                f"{name} has {module.num_embeddings} rows but the tokenizer has {needed} tokens: "
+                f"raise the model's vocab_size (e.g. model.cfg.vocab_size) to at least {needed}"
+            )
 
 
 # --------------------------------------------------------------------------------------
@@ -251,15 +272,27 @@ def _autocast_setup(cfg) -> tuple[Optional[torch.dtype], Optional[torch.amp.Grad
     return dtype, scaler
 
 
-def _give_tokenizer(loader_cfg, tokenizer) -> None:
-    """Set `tokenizer` on each dataset of a loader config, as LiBai does, so NLP datasets
-    (`GPT2Dataset(tokenizer=...)`) get the one the trainer built."""
-    if tokenizer is None or "dataset" not in loader_cfg:
-        return
-    datasets = loader_cfg.dataset
-    for dataset in datasets if isinstance(datasets, (list, ListConfig)) else [datasets]:
-        if isinstance(dataset, (dict, DictConfig)) and "tokenizer" in _signature_keys(dataset):
-            dataset.tokenizer = tokenizer
+@contextlib.contextmanager
+def _given_tokenizer(loader_cfg, tokenizer) -> Iterator[None]:
+    """Set `tokenizer` on each dataset of a loader config while it is instantiated, as
+    LiBai does, so NLP datasets (`GPT2Dataset(tokenizer=...)`) get the one the trainer
+    built; removed afterwards so the saved config stays plain YAML."""
+    given = []
+    if tokenizer is not None and "dataset" in loader_cfg:
+        datasets = loader_cfg.dataset
+        for dataset in datasets if isinstance(datasets, (list, ListConfig)) else [datasets]:
+            if isinstance(dataset, (dict, DictConfig)) and "tokenizer" in _signature_keys(dataset):
+                had, old = "tokenizer" in dataset, dataset.get("tokenizer")
+                dataset.tokenizer = tokenizer
+                given.append((dataset, had, old))
+    try:
+        yield
+    finally:
+        for dataset, had, old in given:
+            if had:
+                dataset.tokenizer = old
+            else:
+                del dataset["tokenizer"]
 
 
 def _signature_keys(lazy_cfg) -> set:
@@ -324,6 +357,7 @@ class DefaultTrainer(TrainerBase):
         save_config(cfg)
 
         self.model = self.build_model(cfg)
+        check_vocab_size(self.model, self.tokenizer)
         # ZeRO turns parameters into dp-sharded DTensors: the optimizer comes after it.
         grad_reducer = self._parallelize(cfg)
         self.optimizer = self.build_optimizer(cfg, self.model)
@@ -559,8 +593,8 @@ class DefaultTrainer(TrainerBase):
         loader_cfg.test_batch_size = cfg.train.test_micro_batch_size
         loader_cfg.seed = cfg.train.seed
         loader_cfg.consumed_samples = cfg.train.consumed_train_samples
-        _give_tokenizer(loader_cfg, tokenizer)
-        loaders = instantiate(loader_cfg)
+        with _given_tokenizer(loader_cfg, tokenizer):
+            loaders = instantiate(loader_cfg)
         if not isinstance(loaders, (tuple, list)):
             loaders = (loaders, None, None)
         return tuple(loaders) + (None,) * (3 - len(loaders))
@@ -572,8 +606,8 @@ class DefaultTrainer(TrainerBase):
         loaders = []
         for test_cfg in test_cfgs:
             test_cfg.test_batch_size = cfg.train.test_micro_batch_size
-            _give_tokenizer(test_cfg, tokenizer)
-            loaders.append(instantiate(test_cfg))
+            with _given_tokenizer(test_cfg, tokenizer):
+                loaders.append(instantiate(test_cfg))
         return loaders
 
     @classmethod
@@ -612,7 +646,15 @@ def _user_error_types() -> tuple:
     from libai.config import ConfigKeyError, ConfigOverrideError
     from libai.utils.checkpoint import CheckpointError
 
-    return (ConfigKeyError, ConfigOverrideError, dist.DistLayoutError, BatchSizeError, CheckpointError, FileNotFoundError)
+    return (
+        ConfigKeyError,
+        ConfigOverrideError,
+        dist.DistLayoutError,
+        BatchSizeError,
+        VocabSizeError,
+        CheckpointError,
+        FileNotFoundError,
+    )
 
 
 def run_with_clear_errors(main: Callable, *args) -> None:

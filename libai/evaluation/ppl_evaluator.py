@@ -15,8 +15,9 @@ __all__ = ["PPLEvaluator"]
 class PPLEvaluator(DatasetEvaluator):
     """Perplexity ``exp(mean token loss)`` over the whole dataset: ``{"PPL": ...}``.
 
-    Reads the per-token losses a model returns in eval mode: every output whose key
-    contains "loss", of shape (batch,) or (batch, seq...). Where ``inputs`` has a
+    Reads the per-token losses a model returns in eval mode, of shape (batch,) or
+    (batch, seq...): the outputs whose key contains "lm_loss" ("lm_loss",
+    "masked_lm_loss"), or else every output whose key contains "loss". Where ``inputs`` has a
     ``loss_mask`` of the same shape, only the tokens it marks count. Tokens are summed in
     float64 over all batches before the mean, so the value does not depend on how the
     dataset was batched or split over ranks.
@@ -32,7 +33,8 @@ class PPLEvaluator(DatasetEvaluator):
 
     def process(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
         """Add one batch's token losses."""
-        losses = [v for k, v in outputs.items() if "loss" in k and isinstance(v, torch.Tensor)]
+        keys = [k for k in outputs if "lm_loss" in k] or [k for k in outputs if "loss" in k]
+        losses = [outputs[k] for k in keys if isinstance(outputs[k], torch.Tensor)]
         if not losses:
             raise KeyError(
                 f"PPLEvaluator reads the per-token losses the model returns in eval mode (a key "

@@ -10,6 +10,9 @@ from torch import nn
 from .linear import Linear
 from .utils import InitMethod, to_local
 
+# LiBai's activation names -> torch's `approximate` argument of GELU.
+_GELU_APPROXIMATION = {"gelu": "none", "gelu_tanh": "tanh"}
+
 
 class MLP(nn.Module):
     """`dropout(dense_4h_to_h(gelu(dense_h_to_4h(x))))`, split over tensor-parallel ranks.
@@ -26,6 +29,8 @@ class MLP(nn.Module):
         output_layer_init_method: initialiser of `dense_4h_to_h`'s weight (default: init_method).
         bias_gelu_fusion: LiBai's fused bias + GELU; the same arithmetic here.
         bias_dropout_fusion: LiBai's fused bias + dropout; the same arithmetic here.
+        activation: "gelu" (exact, erf) or "gelu_tanh" (the tanh approximation that GPT-2
+            was trained with, Hugging Face's "gelu_new").
         layer_idx: index of the layer that owns it, which picks its pipeline stage.
     """
 
@@ -38,10 +43,14 @@ class MLP(nn.Module):
         output_layer_init_method: Optional[InitMethod] = None,
         bias_gelu_fusion: bool = False,
         bias_dropout_fusion: bool = False,
+        activation: str = "gelu",
         *,
         layer_idx: int = 0,
     ) -> None:
         super().__init__()
+        if activation not in _GELU_APPROXIMATION:
+            raise ValueError(f"MLP activation={activation!r} is not supported: use 'gelu' or 'gelu_tanh'")
+        self.activation = activation
         self.output_dropout_prob = output_dropout_prob
         self.bias_gelu_fusion = bias_gelu_fusion
         self.bias_dropout_fusion = bias_dropout_fusion
@@ -56,7 +65,7 @@ class MLP(nn.Module):
             skip_bias_add=bias_gelu_fusion,
             layer_idx=layer_idx,
         )
-        self.activation_func = nn.GELU()
+        self.activation_func = nn.GELU(approximate=_GELU_APPROXIMATION[activation])
         self.dense_4h_to_h = Linear(
             ffn_hidden_size,
             hidden_size,
@@ -73,7 +82,7 @@ class MLP(nn.Module):
         intermediate = self.dense_h_to_4h(to_local(hidden_states))
         if self.bias_gelu_fusion:
             intermediate, bias = intermediate
-            intermediate = F.gelu(intermediate + bias)
+            intermediate = F.gelu(intermediate + bias, approximate=_GELU_APPROXIMATION[self.activation])
         else:
             intermediate = self.activation_func(intermediate)
         output = self.dense_4h_to_h(intermediate)

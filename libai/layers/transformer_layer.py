@@ -56,6 +56,7 @@ class TransformerLayer(nn.Module):
         apply_residual_post_layernorm: residual from the normed input (pre-LN only).
         attn_mask_type: `AttnMaskType.causal` for a causal self attention.
         post_layernorm: post-LN instead of pre-LN.
+        activation: the MLP's GELU, "gelu" (erf) or "gelu_tanh" (GPT-2's approximation).
         layer_idx: index of this layer, which picks its pipeline stage.
     """
 
@@ -78,6 +79,7 @@ class TransformerLayer(nn.Module):
         apply_residual_post_layernorm: bool = False,
         attn_mask_type: AttnMaskType = AttnMaskType.padding,
         post_layernorm: bool = False,
+        activation: str = "gelu",
         *,
         layer_idx: int = 0,
     ) -> None:
@@ -127,6 +129,7 @@ class TransformerLayer(nn.Module):
             output_layer_init_method=output_layer_init_method,
             bias_gelu_fusion=bias_gelu_fusion,
             bias_dropout_fusion=bias_dropout_fusion,
+            activation=activation,
             layer_idx=layer_idx,
         )
         if post_layernorm:

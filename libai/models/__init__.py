@@ -1,0 +1,16 @@
+"""LiBai's model zoo, built from `libai.layers` (runs under any data/tensor/pipeline layout)."""
+from .bert_model import BertForClassification, BertForPreTraining, BertModel
+from .gpt_model import GPTForPreTraining, GPTModel
+from .t5_model import T5ForPreTraining, T5Model
+from .vision_transformer import VisionTransformer
+
+__all__ = [
+    "BertModel",
+    "BertForPreTraining",
+    "BertForClassification",
+    "GPTModel",
+    "GPTForPreTraining",
+    "T5Model",
+    "T5ForPreTraining",
+    "VisionTransformer",
+]

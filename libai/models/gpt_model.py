@@ -1,0 +1,278 @@
+"""GPT-2 in LiBai's (Megatron's) form, built only from `libai.layers`.
+
+Token + position embeddings, `hidden_layers` causal pre-LN transformer layers, a final
+LayerNorm, and an LM head tied to the token embeddings. Module names follow LiBai
+(`GPT_model.embeddings.token_embeddings`, `GPT_model.transformer.layers.N`,
+`GPT_model.transformer.layernorm_f`, ...), so configs and weight converters written for
+LiBai apply unchanged.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from libai.config import configurable
+from libai.layers import (
+    AttnMaskType,
+    Embedding,
+    LayerNorm,
+    LMLogits,
+    ParallelCrossEntropyLoss,
+    TransformerLayer,
+    VocabEmbedding,
+)
+from libai.layers.utils import InitMethod, to_local
+from libai.utils import distributed as dist
+
+from .utils.config_args import init_kwargs_from_config
+from .utils.weight_init import init_method_normal, scaled_init_method_normal
+
+
+class GPTEmbedding(nn.Module):
+    """Token embeddings (split over the vocabulary) plus learned position embeddings, then dropout.
+
+    Args:
+        vocab_size: vocabulary size (must divide by the tensor-parallel size).
+        hidden_size: embedding size.
+        max_seq_length: number of positions.
+        init_method: initialiser of both tables.
+        embedding_dropout_prob: dropout on the sum.
+        amp_enabled: accepted for LiBai compatibility (autocast picks the dtype).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int,
+        max_seq_length: int,
+        init_method: InitMethod = nn.init.xavier_normal_,
+        embedding_dropout_prob: float = 0.0,
+        amp_enabled: bool = False,
+    ) -> None:
+        super().__init__()
+        self.max_seq_length = max_seq_length
+        self.token_embeddings = VocabEmbedding(
+            vocab_size, hidden_size, init_method=init_method, amp_enabled=amp_enabled, layer_idx=0
+        )
+        self.position_embeddings = Embedding(
+            max_seq_length, hidden_size, init_method=init_method, amp_enabled=amp_enabled, layer_idx=0
+        )
+        self.dropout = nn.Dropout(embedding_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, past_length: int = 0) -> torch.Tensor:
+        """Embeddings [b, s, hidden] of `input_ids` [b, s] at positions past_length .. past_length+s-1."""
+        input_ids = to_local(input_ids)
+        end = past_length + input_ids.shape[-1]
+        if end > self.max_seq_length:
+            raise ValueError(
+                f"GPT input reaches position {end} but max_seq_length is {self.max_seq_length}: "
+                f"shorten the sequence or raise max_seq_length"
+            )
+        position_ids = torch.arange(past_length, end, device=input_ids.device)
+        return self.dropout(self.token_embeddings(input_ids) + self.position_embeddings(position_ids))
+
+
+class Transformer(nn.Module):
+    """The stack of causal pre-LN `TransformerLayer`s (layer i has layer_idx i) and the final
+    LayerNorm `layernorm_f` (layer_idx -1)."""
+
+    def __init__(
+        self,
+        hidden_layers: int,
+        hidden_size: int,
+        ffn_hidden_size: int,
+        num_attention_heads: int,
+        attention_dropout_prob: float = 0.0,
+        output_dropout_prob: float = 0.0,
+        layernorm_epsilon: float = 1e-5,
+        init_method: InitMethod = nn.init.xavier_normal_,
+        output_layer_init_method: Optional[InitMethod] = None,
+        bias_gelu_fusion: bool = False,
+        bias_dropout_fusion: bool = False,
+        scale_mask_softmax_fusion: bool = False,
+        apply_query_key_layer_scaling: bool = False,
+        apply_residual_post_layernorm: bool = False,
+        activation: str = "gelu",
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            [
+                TransformerLayer(
+                    hidden_size,
+                    ffn_hidden_size,
+                    num_attention_heads,
+                    attention_dropout_prob=attention_dropout_prob,
+                    output_dropout_prob=output_dropout_prob,
+                    layernorm_epsilon=layernorm_epsilon,
+                    init_method=init_method,
+                    output_layer_init_method=output_layer_init_method,
+                    bias_gelu_fusion=bias_gelu_fusion,
+                    bias_dropout_fusion=bias_dropout_fusion,
+                    scale_mask_softmax_fusion=scale_mask_softmax_fusion,
+                    apply_query_key_layer_scaling=apply_query_key_layer_scaling,
+                    apply_residual_post_layernorm=apply_residual_post_layernorm,
+                    attn_mask_type=AttnMaskType.causal,
+                    activation=activation,
+                    layer_idx=i,
+                )
+                for i in range(hidden_layers)
+            ]
+        )
+        self.layernorm_f = LayerNorm(hidden_size, eps=layernorm_epsilon, layer_idx=-1)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Run every layer, then the final LayerNorm."""
+        for layer in self.layers:
+            hidden_states = layer(hidden_states)
+        return self.layernorm_f(hidden_states)
+
+
+class GPTModel(nn.Module):
+    """GPT-2 language model (LiBai's `GPTModel`): `forward(input_ids)` returns the logits.
+
+    The logits are vocabulary-parallel, [b, s, vocab_size / tp] on each tensor-parallel rank
+    (this rank's slice of the vocabulary), which is what `ParallelCrossEntropyLoss` reads
+    without ever gathering the full vocabulary; `GPTForPreTraining` gathers them in eval.
+
+    Weights start as in Megatron / GPT-2: normal(0, initializer_range), and the projections
+    into the residual stream (attention and MLP outputs) scaled by 1 / sqrt(2 * hidden_layers)
+    when `use_scaled_init_for_output_weights`.
+
+    Args:
+        hidden_layers: number of transformer layers.
+        vocab_size: vocabulary size (must divide by the tensor-parallel size).
+        hidden_size, ffn_hidden_size, num_attention_heads: layer sizes.
+        max_seq_length: number of position embeddings.
+        embedding_dropout_prob, attention_dropout_prob, output_dropout_prob: dropouts.
+        layernorm_epsilon: LayerNorm eps.
+        initializer_range: std of the normal initialisation.
+        use_scaled_init_for_output_weights: scale the output projections' std as above.
+        bias_gelu_fusion, bias_dropout_fusion, scale_mask_softmax_fusion,
+            apply_query_key_layer_scaling: LiBai's kernel switches (same results here).
+        apply_residual_post_layernorm: take residuals after the LayerNorms (LiBai option).
+        amp_enabled: accepted for LiBai compatibility.
+        activation: "gelu" (LiBai / Megatron) or "gelu_tanh" (OpenAI GPT-2, Hugging Face's
+            "gelu_new", set by the Hugging Face loader).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        hidden_layers: int,
+        vocab_size: int,
+        hidden_size: int,
+        ffn_hidden_size: int,
+        num_attention_heads: int,
+        max_seq_length: int = 1024,
+        embedding_dropout_prob: float = 0.0,
+        attention_dropout_prob: float = 0.0,
+        output_dropout_prob: float = 0.0,
+        layernorm_epsilon: float = 1e-5,
+        initializer_range: float = 0.02,
+        use_scaled_init_for_output_weights: bool = True,
+        bias_gelu_fusion: bool = False,
+        bias_dropout_fusion: bool = False,
+        scale_mask_softmax_fusion: bool = False,
+        apply_query_key_layer_scaling: bool = False,
+        apply_residual_post_layernorm: bool = False,
+        amp_enabled: bool = False,
+        activation: str = "gelu",
+    ) -> None:
+        super().__init__()
+        # The architecture, kept for exporters (e.g. to Hugging Face's config.json).
+        self.cfg = dict(
+            hidden_layers=hidden_layers,
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            ffn_hidden_size=ffn_hidden_size,
+            num_attention_heads=num_attention_heads,
+            max_seq_length=max_seq_length,
+            embedding_dropout_prob=embedding_dropout_prob,
+            attention_dropout_prob=attention_dropout_prob,
+            output_dropout_prob=output_dropout_prob,
+            layernorm_epsilon=layernorm_epsilon,
+            initializer_range=initializer_range,
+            apply_residual_post_layernorm=apply_residual_post_layernorm,
+            activation=activation,
+        )
+        init_method = init_method_normal(initializer_range)
+        output_layer_init_method = (
+            scaled_init_method_normal(initializer_range, hidden_layers)
+            if use_scaled_init_for_output_weights
+            else init_method
+        )
+        self.embeddings = GPTEmbedding(
+            vocab_size,
+            hidden_size,
+            max_seq_length,
+            init_method=init_method,
+            embedding_dropout_prob=embedding_dropout_prob,
+            amp_enabled=amp_enabled,
+        )
+        self.transformer = Transformer(
+            hidden_layers,
+            hidden_size,
+            ffn_hidden_size,
+            num_attention_heads,
+            attention_dropout_prob=attention_dropout_prob,
+            output_dropout_prob=output_dropout_prob,
+            layernorm_epsilon=layernorm_epsilon,
+            init_method=init_method,
+            output_layer_init_method=output_layer_init_method,
+            bias_gelu_fusion=bias_gelu_fusion,
+            bias_dropout_fusion=bias_dropout_fusion,
+            scale_mask_softmax_fusion=scale_mask_softmax_fusion,
+            apply_query_key_layer_scaling=apply_query_key_layer_scaling,
+            apply_residual_post_layernorm=apply_residual_post_layernorm,
+            activation=activation,
+        )
+        self.lm_head = LMLogits(vocab_size, bias=False)
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        """`__init__` arguments read from a LiBai GPT config (configs/common/models/gpt.py)."""
+        return init_kwargs_from_config(cls.__init__, cfg, "GPTModel")
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Vocabulary-parallel logits [b, s, vocab_size / tp] of `input_ids` [b, s]."""
+        hidden_states = self.transformer(self.embeddings(input_ids))
+        return self.lm_head(hidden_states, self.embeddings.token_embeddings.weight)
+
+
+class GPTLoss(nn.Module):
+    """Mean over tokens of the vocabulary-parallel cross entropy: `{"lm_loss": loss}`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lm_loss = ParallelCrossEntropyLoss()
+
+    def forward(self, logits: torch.Tensor, lm_labels: torch.Tensor) -> dict:
+        """`logits` [b, s, vocab / tp] (this rank's vocabulary slice), `lm_labels` [b, s]."""
+        return {"lm_loss": self.lm_loss(logits, lm_labels).mean()}
+
+
+class GPTForPreTraining(nn.Module):
+    """GPT-2 with its language-modelling loss (LiBai's `GPTForPreTraining(cfg)`).
+
+    `forward(input_ids, labels=None)`: in training with labels, `{"lm_loss": mean loss}`;
+    in evaluation with labels, `{"lm_loss": per-token losses [b, s]}` (what PPLEvaluator
+    reads); without labels, `{"prediction_scores": logits}` with the full vocabulary on every
+    rank.
+    """
+
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        self.GPT_model = GPTModel(cfg)
+        self.loss_func = GPTLoss()
+
+    def forward(self, input_ids: torch.Tensor, labels: Optional[torch.Tensor] = None) -> dict:
+        """See the class docstring."""
+        logits = self.GPT_model(input_ids)
+        if labels is not None and self.training:
+            return self.loss_func(logits, to_local(labels))
+        if labels is not None:
+            # Per-token losses for PPLEvaluator, without gathering the vocabulary.
+            return {"lm_loss": self.loss_func.lm_loss(logits, to_local(labels))}
+        return {"prediction_scores": dist.gather_from_tensor_parallel_region(logits)}

@@ -1,0 +1,8 @@
+"""The BERT Shakespeare project, shrunk for the layout tests: 4 layers of width 64, no dropout."""
+from projects.shakespeare.bert_pretrain import dataloader, graph, model, optim, tokenization, train  # noqa: F401
+
+model.cfg.update(hidden_size=64, intermediate_size=128, num_attention_heads=4, max_position_embeddings=32,
+                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+dataloader.train.dataset[0].max_seq_length = 32
+train.update(dict(train_micro_batch_size=2, global_batch_size=16, train_iter=10, log_period=1,
+                  evaluation=dict(enabled=False), checkpointer=dict(period=100)))
