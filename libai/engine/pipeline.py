@@ -26,15 +26,19 @@ cheap stand-ins (their `forward` is swapped; their parameters are freed):
   previous stage; any other earlier block returns a `meta` tensor of the same shape, so glue
   code between earlier blocks (adds, dropout, reshapes) costs nothing;
 * the first call of a block of a **later** stage ends the replay: the stage sends the output
-  of its own boundary block (its last block in registration order) to the next stage;
+  of its own boundary block (its last block in registration order; one tensor) to the next
+  stage, followed by the outputs of its blocks called *after* the boundary block ("carries",
+  e.g. T5's decoder embeddings, computed on the first stage after the encoder); on the next
+  stage, the calls of earlier blocks after the boundary block's return those carries in order;
 * the **last** stage runs to the end of `forward`, gets the model's output dict and returns
   the values whose key contains "loss"; the schedule's loss function sums them.
 
 So glue code and keyword inputs (masks, labels, position ids) work unchanged: every stage
-sees every input. A model whose later stage reads an earlier block's output other than
-the boundary's (a skip connection across stages, e.g. an encoder output feeding decoder
-cross-attention on another stage) meets a `meta` tensor and fails with a clear error
-instead of training a wrong model.
+sees every input. T5 with its encoder on one stage and its decoder on the next trains this
+way (the encoder output is the boundary, the decoder embeddings are carried). A model whose
+later stage reads another earlier block output (a skip connection across stages, or a
+carry needed two stages on, e.g. T5's encoder output when the decoder spans several
+stages) meets a `meta` tensor and fails with a clear error instead of training a wrong model.
 
 Ownership and memory: every rank builds the full model from the same seed (the one-process
 initialisation); `build_pipeline` then frees the parameters of blocks this rank does not
@@ -190,6 +194,10 @@ class _Replay:
     output: Any = None
     sent: bool = False
     placeholders: dict = field(default_factory=dict)
+    # Outputs of this stage's blocks called after its boundary block (sent along with it),
+    # and how many of the received ones the replay has handed out.
+    carries: list = field(default_factory=list)
+    received_used: int = 0
 
 
 def _as_tensors(value: Any, what: str) -> tuple[torch.Tensor, ...]:
@@ -267,7 +275,12 @@ class _StageModule(nn.Module):
                 f"pipeline stage {self.stage} reached a later stage's layer before calling its "
                 f"boundary module {self._send_block!r}: modules must be registered in call order"
             )
-        outputs = _as_tensors(replay.output, f"module {self._send_block!r}")
+        if not isinstance(replay.output, torch.Tensor):
+            raise PipelineError(
+                f"module {self._send_block!r} returns {type(replay.output).__name__}; the last "
+                f"module of a pipeline stage must return one tensor (its output crosses the boundary)"
+            )
+        outputs = (replay.output, *replay.carries)
         if _has_meta(outputs):
             raise PipelineError(
                 f"module {self._send_block!r} on stage {self.stage} computed with the output of a "
@@ -309,12 +322,20 @@ def _stand_in_forward(engine: "PipelineEngine", block: Block, original: Callable
             out = original(*args, **kwargs)
             if block.name == replay.send_block:
                 replay.output, replay.sent = out, True
+            elif replay.sent:
+                # Called after the boundary (e.g. T5's decoder embedding after the encoder):
+                # the next stage needs it too, so it travels with the boundary output.
+                replay.carries.extend(_as_tensors(out, f"module {block.name!r}"))
             return out
         if block.stage > replay.stage:
             raise _StageDone()
-        if block.name == replay.recv_block:
-            received = replay.received
-            return received[0] if len(received) == 1 else received
+        if block.name == replay.recv_block and replay.received_used == 0:
+            replay.received_used = 1
+            return replay.received[0]
+        if 0 < replay.received_used < len(replay.received):
+            # An earlier stage's block called after its boundary: what that stage carried.
+            replay.received_used += 1
+            return replay.received[replay.received_used - 1]
         # An earlier block whose output should not matter here: a free meta placeholder.
         return _placeholder(replay)
 
@@ -323,8 +344,7 @@ def _stand_in_forward(engine: "PipelineEngine", block: Block, original: Callable
 
 def _placeholder(replay: _Replay):
     if "value" not in replay.placeholders:
-        metas = tuple(torch.empty_like(t, device="meta") for t in replay.received)
-        replay.placeholders["value"] = metas[0] if len(metas) == 1 else metas
+        replay.placeholders["value"] = torch.empty_like(replay.received[0], device="meta")
     return replay.placeholders["value"]
 
 
