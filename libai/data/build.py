@@ -307,7 +307,15 @@ def build_nlp_train_val_test_loader(
     )
     test_batch_size = train_batch_size if test_batch_size is None else test_batch_size
     valid_loader, test_loader = (
-        _test_loader(part, test_batch_size, None, num_workers, seed, collate_fn) if part else None
-        for part in parts[1:]
+        _named(_test_loader(part, test_batch_size, None, num_workers, seed, collate_fn), name) if part else None
+        for part, name in zip(parts[1:], ("validation", "test"))
     )
     return train_loader, valid_loader, test_loader
+
+
+def _named(loader: DataLoader, name: str) -> DataLoader:
+    """Give a split's loader the dataset name its evaluation results are keyed by
+    ("validation/PPL"), unless its dataset already has one."""
+    if getattr(loader.dataset, "dataset_name", None) is None:
+        loader.dataset.dataset_name = name
+    return loader

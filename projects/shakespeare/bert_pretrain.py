@@ -86,7 +86,7 @@ train.update(
             evaluator=LazyCall(PPLEvaluator)(),
             eval_period=100,
             eval_iter=20,
-            eval_metric="PPL",
+            eval_metric="validation/PPL",
             eval_mode="min",
         ),
     )

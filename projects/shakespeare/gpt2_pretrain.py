@@ -83,7 +83,7 @@ train.update(
             eval_period=100,
             # The 5% validation split has ~600 windows; 20 batches keep evaluations short.
             eval_iter=20,
-            eval_metric="PPL",
+            eval_metric="validation/PPL",
             eval_mode="min",
         ),
     )

@@ -324,6 +324,8 @@ def test_train_val_test_loaders(one_process_group, stream_docs, sentences, t5_to
     assert _batches(valid) == _expected_batches(sum(len(r[1]) for r in sizes), 3)
     assert _batches(test) == _expected_batches(sum(len(r[2]) for r in sizes), 3)
     assert tuple(next(iter(valid)).input_ids.tensor.shape) == (3, 8)
+    # Evaluation results are keyed by these names ("validation/PPL").
+    assert (valid.dataset.dataset_name, test.dataset.dataset_name) == ("validation", "test")
 
     bert = BertDataset(tokenizer=bert_tokenizer, indexed_dataset=sentences, max_seq_length=32)
     train, valid, test = build_nlp_train_val_test_loader(
