@@ -27,6 +27,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         # Subtract the global max per token, for a stable exp.
         logits_max = logits.max(dim=-1).values
         _all_reduce(logits_max, torch_dist.ReduceOp.MAX, group)
+        # One new [tokens, vocab] buffer: it becomes exp(logits) and then the softmax in place.
         logits = logits - logits_max.unsqueeze(-1)
 
         # The target's logit lives on exactly one rank; the others contribute 0.
@@ -35,7 +36,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         target_logit = logits.gather(-1, local_target.unsqueeze(-1)).squeeze(-1).masked_fill(outside, 0.0)
         _all_reduce(target_logit, torch_dist.ReduceOp.SUM, group)
 
-        exp_logits = logits.exp()
+        exp_logits = logits.exp_()
         sum_exp = exp_logits.sum(dim=-1)
         _all_reduce(sum_exp, torch_dist.ReduceOp.SUM, group)
 
@@ -47,8 +48,9 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor):
         softmax, outside, local_target = ctx.saved_tensors
-        # d loss / d logits = softmax - one_hot(target), restricted to this rank's slice.
-        grad = softmax.clone()
+        # d loss / d logits = softmax - one_hot(target), restricted to this rank's slice,
+        # written into the saved softmax (as Megatron does: backward runs once per forward).
+        grad = softmax
         grad.scatter_add_(-1, local_target.unsqueeze(-1), (outside.to(grad.dtype) - 1.0).unsqueeze(-1))
         grad.mul_(grad_loss.unsqueeze(-1))
         return grad, None, None
