@@ -7,6 +7,7 @@ tensor-parallel ranks, and computes on this rank's local activations.
 from .attention import AttnMaskType, MultiheadAttention
 from .cross_entropy import ParallelCrossEntropyLoss
 from .embedding import Embedding, VocabEmbedding
+from .kv_cache import KVCache
 from .layer_norm import LayerNorm, RMSLayerNorm
 from .linear import Linear, Linear1D
 from .lm_logits import LMLogits
@@ -17,6 +18,7 @@ __all__ = [
     "AttnMaskType",
     "DropPath",
     "Embedding",
+    "KVCache",
     "LMLogits",
     "LayerNorm",
     "Linear",

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kv_cache import KVCache
 from .linear import Linear
 from .utils import InitMethod, check_divisible, to_local, tp_mesh
 
@@ -125,9 +126,15 @@ class MultiheadAttention(nn.Module):
         """Attend from `hidden_states` [b, q, hidden] to itself or to `encoder_states` [b, k, hidden].
 
         `past_key_value` holds this rank's cached (key, value), each [b, local_heads, len,
-        head_size]; with `use_cache=True` the result is `(output, (key, value))`.
+        head_size]; with `use_cache=True` the result is `(output, (key, value))`. It may
+        instead be a `KVCache`, which self attention updates in place (under this layer's
+        `layer_idx`); the result is then the output alone, whatever `use_cache` says.
         """
         hidden_states = to_local(hidden_states)
+        if isinstance(past_key_value, KVCache):
+            if self.is_cross_attention:
+                raise ValueError("a KVCache holds self-attention keys; cross attention takes a (key, value) past")
+            use_cache = False  # the cache object is the present
         query, key, value = self._project(hidden_states, to_local(encoder_states), past_key_value)
         present = (key, value) if use_cache else None
         mask = self._build_mask(to_local(attention_mask), query.shape[2], key.shape[2], query.device)
@@ -157,7 +164,9 @@ class MultiheadAttention(nn.Module):
                 raise ValueError("cross attention needs encoder_states or past_key_value")
             return query, key, value
         query, key, value = self._heads(self.query_key_value(hidden_states), 3)
-        if past_key_value is not None:
+        if isinstance(past_key_value, KVCache):
+            key, value = past_key_value.update(self.layer_idx, key, value)
+        elif past_key_value is not None:
             past_key, past_value = past_key_value
             key = torch.cat((past_key.to(key.dtype), key), dim=2)
             value = torch.cat((past_value.to(value.dtype), value), dim=2)

@@ -8,6 +8,7 @@ from torch.utils.checkpoint import checkpoint
 from torch import nn
 
 from .attention import AttnMaskType, MultiheadAttention
+from .kv_cache import KVCache
 from .layer_norm import LayerNorm
 from .mlp import MLP
 from .utils import InitMethod, to_local
@@ -147,12 +148,15 @@ class TransformerLayer(nn.Module):
         use_cache: bool = False,
     ):
         """Run the layer. `past_key_value` is (k, v) for an encoder layer and (k, v, cross_k,
-        cross_v) for a decoder layer; with `use_cache=True` returns `(output, presents)`."""
+        cross_v) for a decoder layer; with `use_cache=True` returns `(output, presents)`.
+        An encoder layer may instead take a `KVCache`, updated in place (returns the output)."""
         hidden_states = to_local(hidden_states)
         attention_mask = to_local(attention_mask)
         encoder_states = to_local(encoder_states)
         encoder_attention_mask = to_local(encoder_attention_mask)
         self_past, cross_past = self._split_past(past_key_value)
+        if isinstance(self_past, KVCache):
+            use_cache = False  # updated in place: the output is the only result
         run = self._forward_post_ln if self.post_layernorm else self._forward_pre_ln
         args = (hidden_states, attention_mask, encoder_states, encoder_attention_mask, self_past, cross_past, use_cache)
         if self.activation_checkpointing and self.training and torch.is_grad_enabled():
@@ -163,6 +167,10 @@ class TransformerLayer(nn.Module):
     def _split_past(self, past_key_value):
         if past_key_value is None:
             return None, None
+        if isinstance(past_key_value, KVCache):
+            if self.is_decoder:
+                raise ValueError("a decoder layer's past is (k, v, cross_k, cross_v), not a KVCache")
+            return past_key_value, None
         expected = 4 if self.is_decoder else 2
         if len(past_key_value) != expected:
             raise ValueError(

@@ -14,12 +14,14 @@ import torch
 from torch import nn
 
 from libai.config import configurable
+from libai.inference.generation import GenerationMixin
 from libai.layers import (
     AttnMaskType,
     Embedding,
     LayerNorm,
     LMLogits,
     ParallelCrossEntropyLoss,
+    KVCache,
     TransformerLayer,
     VocabEmbedding,
 )
@@ -61,8 +63,11 @@ class GPTEmbedding(nn.Module):
         )
         self.dropout = nn.Dropout(embedding_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor, past_length: int = 0) -> torch.Tensor:
-        """Embeddings [b, s, hidden] of `input_ids` [b, s] at positions past_length .. past_length+s-1."""
+    def forward(
+        self, input_ids: torch.Tensor, past_length: int = 0, position_ids: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Embeddings [b, s, hidden] of `input_ids` [b, s] at `position_ids` [b, s] (default:
+        positions past_length .. past_length+s-1)."""
         input_ids = to_local(input_ids)
         end = past_length + input_ids.shape[-1]
         if end > self.max_seq_length:
@@ -70,8 +75,9 @@ class GPTEmbedding(nn.Module):
                 f"GPT input reaches position {end} but max_seq_length is {self.max_seq_length}: "
                 f"shorten the sequence or raise max_seq_length"
             )
-        position_ids = torch.arange(past_length, end, device=input_ids.device)
-        return self.dropout(self.token_embeddings(input_ids) + self.position_embeddings(position_ids))
+        if position_ids is None:
+            position_ids = torch.arange(past_length, end, device=input_ids.device)
+        return self.dropout(self.token_embeddings(input_ids) + self.position_embeddings(to_local(position_ids)))
 
 
 class Transformer(nn.Module):
@@ -122,10 +128,17 @@ class Transformer(nn.Module):
         )
         self.layernorm_f = LayerNorm(hidden_size, eps=layernorm_epsilon, layer_idx=-1)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """Run every layer, then the final LayerNorm."""
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        past_key_values: Optional[KVCache] = None,
+    ) -> torch.Tensor:
+        """Run every layer (each appending its new keys and values to `past_key_values`
+        when given), then the final LayerNorm. `attention_mask` is a boolean keep-mask
+        broadcastable to [b, heads, q, k]."""
         for layer in self.layers:
-            hidden_states = layer(hidden_states)
+            hidden_states = layer(hidden_states, attention_mask, past_key_value=past_key_values)
         return self.layernorm_f(hidden_states)
 
 
@@ -235,10 +248,39 @@ class GPTModel(nn.Module):
         """`__init__` arguments read from a LiBai GPT config (configs/common/models/gpt.py)."""
         return init_kwargs_from_config(cls.__init__, cfg, "GPTModel")
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Vocabulary-parallel logits [b, s, vocab_size / tp] of `input_ids` [b, s]."""
-        hidden_states = self.transformer(self.embeddings(input_ids))
-        return self.lm_head(hidden_states, self.embeddings.token_embeddings.weight)
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        past_key_values: Optional[KVCache] = None,
+        use_cache: bool = False,
+    ):
+        """Vocabulary-parallel logits [b, s, vocab_size / tp] of `input_ids` [b, s].
+
+        For decoding: `attention_mask` [b, past + s] (1 = attend, e.g. 0 on left padding),
+        `position_ids` [b, s] (default: after the cached positions), `past_key_values` a
+        `KVCache` holding the past positions (updated in place). With `use_cache=True`
+        returns `(logits, cache)`, making a new cache when none is given.
+        """
+        if use_cache and past_key_values is None:
+            past_key_values = KVCache()
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        hidden_states = self.embeddings(input_ids, past_length, position_ids)
+        hidden_states = self.transformer(hidden_states, _keep_mask(attention_mask), past_key_values)
+        logits = self.lm_head(hidden_states, self.embeddings.token_embeddings.weight)
+        return (logits, past_key_values) if use_cache else logits
+
+
+def _keep_mask(attention_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """A [b, k] padding mask (1 = attend) as a boolean [b, 1, 1, k] keep-mask; None stays None."""
+    if attention_mask is None:
+        return None
+    mask = to_local(attention_mask)
+    if mask.dim() != 2:
+        raise ValueError(f"GPT attention_mask must be [batch, key_length] (1 = attend), got shape {tuple(mask.shape)}")
+    mask = mask if mask.dtype == torch.bool else mask > 0
+    return mask[:, None, None, :]
 
 
 class GPTLoss(nn.Module):
@@ -253,13 +295,15 @@ class GPTLoss(nn.Module):
         return {"lm_loss": self.lm_loss(logits, lm_labels).mean()}
 
 
-class GPTForPreTraining(nn.Module):
-    """GPT-2 with its language-modelling loss (LiBai's `GPTForPreTraining(cfg)`).
+class GPTForPreTraining(nn.Module, GenerationMixin):
+    """GPT-2 with its language-modelling loss (LiBai's `GPTForPreTraining(cfg)`), and
+    `generate()` (see `libai.inference.generation`).
 
-    `forward(input_ids, labels=None)`: in training with labels, `{"lm_loss": mean loss}`;
-    in evaluation with labels, `{"lm_loss": per-token losses [b, s]}` (what PPLEvaluator
-    reads); without labels, `{"prediction_scores": logits}` with the full vocabulary on every
-    rank.
+    `forward(input_ids, labels=None, attention_mask=None, position_ids=None,
+    past_key_values=None, use_cache=False)`: in training with labels, `{"lm_loss": mean
+    loss}`; in evaluation with labels, `{"lm_loss": per-token losses [b, s]}` (what
+    PPLEvaluator reads); without labels, `{"prediction_scores": logits}` with the full
+    vocabulary on every rank, plus `"past_key_values"` (the `KVCache`) with `use_cache`.
     """
 
     def __init__(self, cfg) -> None:
@@ -267,9 +311,25 @@ class GPTForPreTraining(nn.Module):
         self.GPT_model = GPTModel(cfg)
         self.loss_func = GPTLoss()
 
-    def forward(self, input_ids: torch.Tensor, labels: Optional[torch.Tensor] = None) -> dict:
+    @property
+    def generation_max_positions(self) -> int:
+        """The number of positions the model can attend over (`max_seq_length`)."""
+        return self.GPT_model.embeddings.max_seq_length
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        past_key_values: Optional[KVCache] = None,
+        use_cache: bool = False,
+    ) -> dict:
         """See the class docstring."""
-        logits = self.GPT_model(input_ids)
+        if use_cache or past_key_values is not None:
+            logits, cache = self.GPT_model(input_ids, attention_mask, position_ids, past_key_values, use_cache=True)
+            return {"prediction_scores": dist.gather_from_tensor_parallel_region(logits), "past_key_values": cache}
+        logits = self.GPT_model(input_ids, attention_mask, position_ids)
         if labels is not None and self.training:
             return self.loss_func(logits, to_local(labels))
         if labels is not None:

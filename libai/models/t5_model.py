@@ -15,12 +15,13 @@ with a clear error.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from libai.config import configurable
+from libai.inference.generation import GenerationMixin
 from libai.layers import (
     AttnMaskType,
     Embedding,
@@ -343,8 +344,10 @@ class T5Loss(nn.Module):
         return {"masked_lm_loss": masked.sum() / mask.sum().clamp(min=1.0)}
 
 
-class T5ForPreTraining(nn.Module):
-    """T5 with its span-corruption loss (LiBai's `T5ForPreTraining(cfg)`).
+class T5ForPreTraining(nn.Module, GenerationMixin):
+    """T5 with its span-corruption loss (LiBai's `T5ForPreTraining(cfg)`), and `generate()`
+    (encoder-decoder: `generate(encoder_ids, attention_mask=encoder_mask,
+    decoder_start_token_id=bos, ...)` returns decoder ids; see `libai.inference.generation`).
 
     `forward(encoder_input_ids, decoder_input_ids, encoder_attn_mask, decoder_attn_mask,
     encoder_decoder_attn_mask, lm_labels=None, loss_mask=None)` (the field names of
@@ -358,9 +361,52 @@ class T5ForPreTraining(nn.Module):
         self.t5_model = T5Model(cfg)
         self.loss_func = T5Loss()
 
+    is_encoder_decoder = True
+
     def set_cache(self, encoder_states: Optional[torch.Tensor], past_key_values: Optional[PastKeyValues]) -> None:
         """Set or clear the incremental-decoding cache (see `T5Model.set_cache`)."""
         self.t5_model.set_cache(encoder_states, past_key_values)
+
+    @property
+    def generation_max_positions(self) -> int:
+        """The number of positions of the (shared) position table."""
+        return self.t5_model.embedding.max_sequence_length
+
+    def new_generation_cache(self, max_length: Optional[int] = None) -> None:
+        """T5 keeps its cache inside (LiBai's incremental decoding): clear it, return None."""
+        self.set_cache(None, None)
+        return None
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        past_key_values: Any = None,
+        use_cache: bool = True,
+        encoder_input_ids: Optional[torch.Tensor] = None,
+        encoder_attention_mask: Optional[torch.Tensor] = None,
+    ) -> dict:
+        """Forward inputs for decoder ids `input_ids`: the new ones only once the model
+        holds a cache; the encoder padding mask [b, s_enc] masks keys of both attentions."""
+        past = self.t5_model.past_length if use_cache else 0
+        keys = None if encoder_attention_mask is None else (to_local(encoder_attention_mask) > 0)[:, None, :]
+        return dict(
+            encoder_input_ids=encoder_input_ids,
+            decoder_input_ids=input_ids[:, past:],
+            encoder_attn_mask=keys,
+            decoder_attn_mask=None,
+            encoder_decoder_attn_mask=keys,
+            use_cache=use_cache,
+        )
+
+    def reorder_cache(self, past_key_values: Any, beam_idx: torch.Tensor) -> None:
+        """Row i continues the encoder output and decoder past of row `beam_idx[i]`."""
+        model = self.t5_model
+        if model.encoder_states is None:
+            return None
+        past = [tuple(t.index_select(0, beam_idx) for t in layer) for layer in model.past_key_values]
+        model.set_cache(model.encoder_states.index_select(0, beam_idx), past)
+        return None
 
     def forward(
         self,

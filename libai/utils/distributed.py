@@ -487,6 +487,17 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def broadcast_tensor(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Overwrite `tensor` on every rank with global rank `src`'s (shape and dtype must agree).
+
+    Generation uses it to give every rank the tokens rank `src` chose, so that tensor- and
+    pipeline-parallel ranks always feed the same ids to their part of the model.
+    """
+    if get_world_size() > 1:
+        dist.broadcast(tensor, src=src)
+    return tensor
+
+
 # --------------------------------------------------------------------------------------
 # Tensor-parallel collectives with autograd (Megatron's "regions")
 # --------------------------------------------------------------------------------------
