@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 import torch.distributed as torch_dist
@@ -656,12 +656,14 @@ class PipelineEngine:
         return self._broadcast_losses(means)
 
     @torch.no_grad()
-    def eval_forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+    def eval_forward(self, batch: Mapping[str, Any], keys: Optional[Sequence[str]] = None) -> dict[str, Any]:
         """The model's eval output for a whole `batch` (no micro-batches), on every rank.
 
         The stages run one after another with blocking sends of the boundary tensors
-        (shapes travel first, so any batch size works); the last stage's output dict is
-        then broadcast over the pipeline group, so evaluators run unchanged on every rank.
+        (shapes travel first, so any batch size works); the last stage's output dict (only
+        its `keys` when given, e.g. the logits but not a generation cache that stays on
+        each stage) is then broadcast over the pipeline group, so evaluators and generation
+        run unchanged on every rank.
         """
         inputs = self._prepare_inputs(batch, split=False)
         pp, me = dist.get_pipeline_parallel_size(), dist.get_pipeline_parallel_rank()
@@ -679,7 +681,7 @@ class PipelineEngine:
                 if stage < self.num_stages - 1:
                     _send_tensors(result, group, (stage + 1) % pp)
                 else:
-                    output = result
+                    output = result if keys is None else {k: result[k] for k in keys}
         finally:
             self.evaluating = False
         box = [output]
