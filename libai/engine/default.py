@@ -644,6 +644,8 @@ class DefaultTrainer(TrainerBase):
 
 def _user_error_types() -> tuple:
     from libai.config import ConfigKeyError, ConfigOverrideError
+    from libai.inference.basic import PipelineError
+    from libai.inference.generation import GenerationError
     from libai.utils.checkpoint import CheckpointError
 
     return (
@@ -654,12 +656,15 @@ def _user_error_types() -> tuple:
         VocabSizeError,
         CheckpointError,
         FileNotFoundError,
+        PipelineError,
+        GenerationError,
     )
 
 
 def run_with_clear_errors(main: Callable, *args) -> None:
     """Call `main(*args)`; a user error (bad config key, layout, batch sizes, missing data,
-    unreadable checkpoint) prints one `error: ...` line and exits with status 2.
+    unreadable checkpoint, bad inference argument) prints one `error: ...` line and exits
+    with status 2.
 
     All ranks see the same config and files, so only rank 0 prints; every rank exits.
     """
