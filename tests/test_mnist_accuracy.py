@@ -1,5 +1,4 @@
 """The MNIST project as a user runs it: full training on 1 and 8 processes reaches 95%."""
-import json
 import os
 
 import pytest

@@ -47,7 +47,7 @@ were), so the optimizer must be built from `model.parameters()` after it.
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
