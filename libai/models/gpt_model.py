@@ -255,12 +255,14 @@ class GPTModel(nn.Module):
         position_ids: Optional[torch.Tensor] = None,
         past_key_values: Optional[KVCache] = None,
         use_cache: bool = False,
+        logits_to_keep: int = 0,
     ):
         """Vocabulary-parallel logits [b, s, vocab_size / tp] of `input_ids` [b, s].
 
         For decoding: `attention_mask` [b, past + s] (1 = attend, e.g. 0 on left padding),
         `position_ids` [b, s] (default: after the cached positions), `past_key_values` a
-        `KVCache` holding the past positions (updated in place). With `use_cache=True`
+        `KVCache` holding the past positions (updated in place), `logits_to_keep` > 0 for
+        the logits of the last positions only (generation needs one). With `use_cache=True`
         returns `(logits, cache)`, making a new cache when none is given.
         """
         if use_cache and past_key_values is None:
@@ -268,6 +270,8 @@ class GPTModel(nn.Module):
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
         hidden_states = self.embeddings(input_ids, past_length, position_ids)
         hidden_states = self.transformer(hidden_states, _keep_mask(attention_mask), past_key_values)
+        if logits_to_keep > 0:
+            hidden_states = hidden_states[:, -logits_to_keep:]
         logits = self.lm_head(hidden_states, self.embeddings.token_embeddings.weight)
         return (logits, past_key_values) if use_cache else logits
 
@@ -303,7 +307,8 @@ class GPTForPreTraining(nn.Module, GenerationMixin):
     past_key_values=None, use_cache=False)`: in training with labels, `{"lm_loss": mean
     loss}`; in evaluation with labels, `{"lm_loss": per-token losses [b, s]}` (what
     PPLEvaluator reads); without labels, `{"prediction_scores": logits}` with the full
-    vocabulary on every rank, plus `"past_key_values"` (the `KVCache`) with `use_cache`.
+    vocabulary on every rank (of the last `logits_to_keep` positions when > 0), plus
+    `"past_key_values"` (the `KVCache`) with `use_cache`.
     """
 
     def __init__(self, cfg) -> None:
@@ -324,12 +329,15 @@ class GPTForPreTraining(nn.Module, GenerationMixin):
         position_ids: Optional[torch.Tensor] = None,
         past_key_values: Optional[KVCache] = None,
         use_cache: bool = False,
+        logits_to_keep: int = 0,
     ) -> dict:
         """See the class docstring."""
         if use_cache or past_key_values is not None:
-            logits, cache = self.GPT_model(input_ids, attention_mask, position_ids, past_key_values, use_cache=True)
+            logits, cache = self.GPT_model(
+                input_ids, attention_mask, position_ids, past_key_values, use_cache=True, logits_to_keep=logits_to_keep
+            )
             return {"prediction_scores": dist.gather_from_tensor_parallel_region(logits), "past_key_values": cache}
-        logits = self.GPT_model(input_ids, attention_mask, position_ids)
+        logits = self.GPT_model(input_ids, attention_mask, position_ids, logits_to_keep=logits_to_keep)
         if labels is not None and self.training:
             return self.loss_func(logits, to_local(labels))
         if labels is not None:

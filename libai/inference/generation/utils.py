@@ -7,7 +7,7 @@ when it differs):
   [n, s, vocab] over the FULL vocabulary on every rank;
 * `prepare_inputs_for_generation(input_ids, attention_mask, past_key_values, use_cache,
   **encoder_inputs)` turns the sequences so far into `forward`'s keyword inputs (only the
-  new positions when a cache holds the past);
+  new positions when a cache holds the past, and asking for the last position's logits);
 * `new_generation_cache(max_length)` returns the cache of one `generate` call (or None);
 * `reorder_cache(cache, beam_idx)` keeps row `beam_idx[i]`'s past for row i (beam search);
 * `is_encoder_decoder`: True for a model whose `input_ids` feed an encoder; generation then
@@ -97,6 +97,7 @@ class GenerationMixin:
             position_ids=position_ids,
             past_key_values=past_key_values,
             use_cache=use_cache,
+            logits_to_keep=1,  # the next token needs the last position's logits only
         )
 
     def reorder_cache(self, past_key_values: Any, beam_idx: torch.Tensor) -> Any:
