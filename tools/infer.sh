@@ -4,6 +4,7 @@
 #   bash tools/infer.sh tools/generate.py 2 --config-file CONFIG --model-path DIR --prompt "..." \
 #       --tensor-parallel 2
 # Several machines: NODE=2 NODE_RANK=0|1 ADDR=<node 0 address> PORT=12345 on each one.
+# tools/train.sh launches through this script too.
 set -euo pipefail
 
 if [ "$#" -lt 2 ]; then
@@ -17,6 +18,7 @@ NODE=${NODE:-1}
 NODE_RANK=${NODE_RANK:-0}
 ADDR=${ADDR:-127.0.0.1}
 PORT=${PORT:-12345}
+# One thread per process unless the user asks otherwise: N processes share the cores.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -12,15 +12,7 @@ fi
 FILE=$1
 CONFIG=$2
 GPUS=$3
-NODE=${NODE:-1}
-NODE_RANK=${NODE_RANK:-0}
-ADDR=${ADDR:-127.0.0.1}
-PORT=${PORT:-12345}
-# One thread per process unless the user asks otherwise: N processes share the cores.
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-
+# One launcher for training and inference: tools/infer.sh (torchrun; NODE, NODE_RANK, ADDR,
+# PORT and OMP_NUM_THREADS are read there).
 TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-exec python3 "$TOOLS_DIR/launch.py" \
-  --nproc_per_node "$GPUS" --nnodes "$NODE" --node_rank "$NODE_RANK" \
-  --master_addr "$ADDR" --master_port "$PORT" \
-  "$FILE" --config-file "$CONFIG" "${@:4}"
+exec bash "$TOOLS_DIR/infer.sh" "$FILE" "$GPUS" --config-file "$CONFIG" "${@:4}"

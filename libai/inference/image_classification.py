@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -10,10 +10,11 @@ from omegaconf import ListConfig
 
 from libai.config import instantiate, try_get_key
 
-from .basic import BasePipeline, PipelineError, reject_unknown
+from .basic import PipelineError, reject_unknown
+from .classification import ClassificationPipeline
 
 
-class ImageClassificationPipeline(BasePipeline):
+class ImageClassificationPipeline(ClassificationPipeline):
     """`pipe(image or [images])` -> `{"label", "score"}` per image.
 
     An image is a file path (read with Pillow), a PIL image, a numpy array (HxW or HxWxC) or
@@ -61,36 +62,6 @@ class ImageClassificationPipeline(BasePipeline):
             raise PipelineError("the config has no test transform to turn an image into a tensor: pass tensors")
         out = self.transform(image)
         return out if isinstance(out, torch.Tensor) else torch.as_tensor(out)
-
-    def forward(self, model_inputs: dict) -> dict:
-        """The class scores [n, classes]."""
-        output = self.model_forward(model_inputs["inputs"], keys=("prediction_scores",))
-        return {"scores": output["prediction_scores"], "single": model_inputs["single"]}
-
-    def postprocess(
-        self, model_outputs: dict, labels: Optional[Sequence[str]] = None, return_all_scores: bool = False
-    ) -> Union[dict, list[dict]]:
-        """`{"label", "score"}` (and `"scores"`) per image."""
-        results = scores_to_labels(model_outputs["scores"], labels, return_all_scores)
-        return results[0] if model_outputs["single"] else results
-
-
-def scores_to_labels(scores: torch.Tensor, labels: Optional[Sequence[str]], return_all_scores: bool) -> list[dict]:
-    """Softmax each row of class scores; the best class's label (its name in `labels`, else
-    its index) and probability, plus every probability with `return_all_scores`."""
-    probs = torch.softmax(scores.float(), dim=-1).cpu()
-    if labels is not None and len(labels) != probs.shape[-1]:
-        raise PipelineError(f"labels has {len(labels)} names but the model scores {probs.shape[-1]} classes")
-    names = list(labels) if labels is not None else list(range(probs.shape[-1]))
-    results = []
-    for row in probs:
-        best = int(row.argmax())
-        result = {"label": names[best], "score": float(row[best])}
-        if return_all_scores:
-            result["scores"] = {names[i]: float(p) for i, p in enumerate(row)}
-        results.append(result)
-    return results
-
 
 def _read_image(path: str, image_mode: Optional[str]):
     if not os.path.isfile(path):

@@ -5,13 +5,13 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from .basic import BasePipeline, PipelineError, reject_unknown
-from .image_classification import scores_to_labels
+from .basic import PipelineError, reject_unknown
+from .classification import ClassificationPipeline
 
 Text = Union[str, tuple[str, str]]
 
 
-class TextClassificationPipeline(BasePipeline):
+class TextClassificationPipeline(ClassificationPipeline):
     """`pipe(text or (text, pair) or a list of them)` -> `{"label", "score"}` per input.
 
     Texts are tokenized as in training ([CLS] text [SEP], truncated to `max_seq_length`
@@ -61,15 +61,3 @@ class TextClassificationPipeline(BasePipeline):
             "inputs": {"input_ids": input_ids, "attention_mask": mask, "tokentype_ids": torch.zeros_like(input_ids)},
             "single": single,
         }
-
-    def forward(self, model_inputs: dict) -> dict:
-        """The class scores [n, classes]."""
-        output = self.model_forward(model_inputs["inputs"], keys=("prediction_scores",))
-        return {"scores": output["prediction_scores"], "single": model_inputs["single"]}
-
-    def postprocess(
-        self, model_outputs: dict, labels: Optional[Sequence[str]] = None, return_all_scores: bool = False
-    ) -> Union[dict, list[dict]]:
-        """`{"label", "score"}` (and `"scores"`) per input."""
-        results = scores_to_labels(model_outputs["scores"], labels, return_all_scores)
-        return results[0] if model_outputs["single"] else results
