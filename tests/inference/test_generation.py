@@ -344,3 +344,19 @@ def test_t5_cached_equals_uncached(t5, kwargs):
     alone = t5.generate(enc[1:2, :6], max_new_tokens=10, decoder_start_token_id=1, **kwargs)
     rows = kwargs.get("num_return_sequences", 1)
     assert torch.equal(alone, cached[rows : 2 * rows, : alone.shape[1]])
+
+
+def test_kv_cache_appends_reorders_and_grows():
+    from libai.layers import KVCache
+
+    cache = KVCache(max_length=4)
+    k1, v1 = torch.randn(2, 3, 3, 5), torch.randn(2, 3, 3, 5)
+    keys, values = cache.update(0, k1, v1)
+    assert torch.equal(keys, k1) and torch.equal(values, v1) and cache.get_seq_length() == 3
+    k2, v2 = torch.randn(2, 3, 2, 5), torch.randn(2, 3, 2, 5)  # past the preallocated 4 positions
+    keys, values = cache.update(0, k2, v2)
+    assert torch.equal(keys, torch.cat([k1, k2], dim=2)) and cache.get_seq_length() == 5
+    cache.reorder(torch.tensor([1, 1]))
+    keys, _ = cache.update(0, k2[:, :, :1], v2[:, :, :1])
+    assert torch.equal(keys[0, :, :5], torch.cat([k1, k2], dim=2)[1]) and len(cache) == 1
+    assert KVCache().get_seq_length() == 0
