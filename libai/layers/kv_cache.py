@@ -15,8 +15,8 @@ class KVCache:
     heads, its pipeline stage's layers), so the cache of a stage stays on that stage.
 
     With `max_length`, each layer's buffer is allocated once for that many positions and
-    written in place (no copy of the past at every step); without it, the past grows by
-    concatenation.
+    written in place (no copy of the past at every step); without it (or past it), the
+    buffer doubles when full.
 
     Args:
         max_length: the most positions a sequence will reach (prompt + new tokens), or None.
@@ -33,21 +33,24 @@ class KVCache:
         return all of its keys and values [b, heads, past + new, head_size]."""
         past = self._lengths.get(layer_idx, 0)
         end = past + key.shape[2]
-        if past == 0:
-            self._keys[layer_idx], self._values[layer_idx] = self._allocate(key), self._allocate(value)
-        elif end > self._keys[layer_idx].shape[2]:
-            self._keys[layer_idx] = torch.cat((self._keys[layer_idx][:, :, :past], key), dim=2)
-            self._values[layer_idx] = torch.cat((self._values[layer_idx][:, :, :past], value), dim=2)
-            self._lengths[layer_idx] = end
-            return self._keys[layer_idx], self._values[layer_idx]
+        if past == 0 or end > self._keys[layer_idx].shape[2]:
+            self._keys[layer_idx] = self._grow(self._keys.get(layer_idx), past, key)
+            self._values[layer_idx] = self._grow(self._values.get(layer_idx), past, value)
         self._keys[layer_idx][:, :, past:end] = key
         self._values[layer_idx][:, :, past:end] = value
         self._lengths[layer_idx] = end
         return self._keys[layer_idx][:, :, :end], self._values[layer_idx][:, :, :end]
 
-    def _allocate(self, first: torch.Tensor) -> torch.Tensor:
-        length = max(self.max_length or 0, first.shape[2])
-        return first.new_empty(first.shape[0], first.shape[1], length, first.shape[3])
+    def _grow(self, buffer: Optional[torch.Tensor], past: int, new: torch.Tensor) -> torch.Tensor:
+        """A buffer for at least `past + new` positions holding the past: `max_length` at
+        first, then twice what is needed each time it is full (amortised O(1) copies per
+        position)."""
+        needed = past + new.shape[2]
+        length = max(self.max_length or 0, 2 * needed if past else needed)
+        grown = new.new_empty(new.shape[0], new.shape[1], length, new.shape[3])
+        if past:
+            grown[:, :, :past] = buffer[:, :, :past]
+        return grown
 
     def get_seq_length(self) -> int:
         """How many positions are cached (0 when nothing is)."""
@@ -55,7 +58,7 @@ class KVCache:
 
     def reorder(self, beam_idx: torch.Tensor) -> None:
         """Keep, for each row, the past of row `beam_idx[row]` (beam search)."""
-        for layer_idx, length in self._lengths.items():
+        for layer_idx in self._lengths:
             index = beam_idx.to(self._keys[layer_idx].device)
             self._keys[layer_idx] = self._keys[layer_idx].index_select(0, index)
             self._values[layer_idx] = self._values[layer_idx].index_select(0, index)

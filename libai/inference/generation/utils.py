@@ -106,12 +106,12 @@ class GenerationMixin:
             past_key_values.reorder(beam_idx)
         return past_key_values
 
-    @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """Generate token ids; see `libai.inference.generation.generate` for the arguments."""
         return generate(self, input_ids, **kwargs)
 
 
+@torch.no_grad()
 def generate(
     model: Any,
     input_ids: torch.Tensor,
@@ -191,7 +191,7 @@ def generate(
 
     processors = _build_processors(
         prompt_length, min_length, min_new_tokens, eos, repetition_penalty, no_repeat_ngram_size,
-        logits_processor, do_sample, num_beams, temperature, top_k, top_p,
+        logits_processor, do_sample, temperature, top_k, top_p,
     )
     criteria = _build_criteria(max_length, max_time, eos, stopping_criteria)
     cache = model.new_generation_cache(max_length) if use_cache else None
@@ -308,7 +308,7 @@ def _decoder_start(model: Any, decoder_start_token_id: Optional[int], pad_token_
 
 def _build_processors(
     prompt_length, min_length, min_new_tokens, eos, repetition_penalty, no_repeat_ngram_size,
-    user_processors, do_sample, num_beams, temperature, top_k, top_p,
+    user_processors, do_sample, temperature, top_k, top_p,
 ) -> LogitsProcessorList:
     """Hugging Face's order: penalties, length constraints, the user's, then the warpers."""
     processors = LogitsProcessorList()
@@ -316,24 +316,23 @@ def _build_processors(
         processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
     if no_repeat_ngram_size:
         processors.append(NoRepeatNGramLogitsProcessor(no_repeat_ngram_size))
+    if eos is None and (min_length > 0 or min_new_tokens > 0):
+        logger.warning("min_new_tokens / min_length have no effect without eos_token_id")
     if eos is not None and min_length > 0:
         processors.append(MinLengthLogitsProcessor(min_length, eos))
     if eos is not None and min_new_tokens > 0:
         processors.append(MinNewTokensLengthLogitsProcessor(prompt_length, min_new_tokens, eos))
-    elif min_new_tokens > 0 or min_length > 0:
-        logger.warning("min_new_tokens / min_length have no effect without eos_token_id")
     for processor in user_processors or []:
         if not callable(processor):
             raise GenerationError(f"logits_processor entries must be callables (input_ids, scores), got {processor!r}")
         processors.append(processor)
-    if do_sample:
-        keep = 2 if num_beams > 1 else 1
+    if do_sample:  # (beam sampling, which would keep 2 tokens, is refused by _check_arguments)
         if temperature != 1.0:
             processors.append(TemperatureLogitsWarper(temperature))
         if top_k:
-            processors.append(TopKLogitsWarper(top_k, min_tokens_to_keep=keep))
+            processors.append(TopKLogitsWarper(top_k))
         if top_p is not None and top_p < 1.0:
-            processors.append(TopPLogitsWarper(top_p, min_tokens_to_keep=keep))
+            processors.append(TopPLogitsWarper(top_p))
     elif temperature != 1.0 or top_k or (top_p is not None and top_p < 1.0):
         logger.warning("temperature, top_k and top_p only apply with do_sample=True; they are ignored")
     return processors
@@ -381,12 +380,11 @@ class _Stepper:
         return logits[:, -1, :].to(dtype=torch.float32, copy=True)
 
     def reorder(self, beam_idx: torch.Tensor) -> None:
-        """Beam search moved rows: make each row's cache follow its beam."""
+        """Beam search moved rows: make each row's cache follow its beam. (The encoder
+        inputs need no reordering: a beam only moves within its prompt's rows, which hold
+        the same encoder input.)"""
         if self.use_cache:
             self.cache = self.model.reorder_cache(self.cache, beam_idx)
-        for key, value in self.model_kwargs.items():
-            if isinstance(value, torch.Tensor):
-                self.model_kwargs[key] = value.index_select(0, beam_idx)
 
 
 def _agree(tokens: torch.Tensor) -> torch.Tensor:
