@@ -7,9 +7,11 @@ from typing import Any, Union
 import torch
 
 from libai.layers import VocabEmbedding
+from libai.utils import distributed as dist
 
 from .basic import BasePipeline, PipelineError, reject_unknown
 from .generation import SuppressTokensLogitsProcessor, generate
+from .generation.logits_process import as_token_tensor
 
 # generate()'s own arguments that a caller of the pipeline may set.
 GENERATE_PARAMETERS = tuple(
@@ -75,8 +77,8 @@ class TextGenerationPipeline(BasePipeline):
             kwargs["logits_processor"] = [SuppressTokensLogitsProcessor(padding), *(kwargs.get("logits_processor") or [])]
         ids = generate(
             self.model,
-            model_inputs["input_ids"].to(self._device()),
-            attention_mask=model_inputs["attention_mask"].to(self._device()),
+            model_inputs["input_ids"].to(dist.get_device()),
+            attention_mask=model_inputs["attention_mask"].to(dist.get_device()),
             forward=lambda inputs: self.model_forward(inputs, keys=("prediction_scores",)),
             **kwargs,
         )
@@ -87,21 +89,24 @@ class TextGenerationPipeline(BasePipeline):
             "prompt_width": model_inputs["input_ids"].shape[1],
             "num_prompts": model_inputs["input_ids"].shape[0],
             "single": model_inputs["single"],
-            "eos": [] if eos is None else ([eos] if isinstance(eos, int) else list(eos)),
+            "eos": [] if eos is None else as_token_tensor(eos).tolist(),
         }
 
     def postprocess(self, model_outputs: dict, return_full_text: bool = True, skip_special_tokens: bool = True) -> list:
         """Decoded text: `[{"generated_text": ...}, ...]` per prompt (the text stops before
         the first end-of-sequence token)."""
         ids, eos = model_outputs["ids"], model_outputs["eos"]
-        width = 1 if getattr(self.model, "is_encoder_decoder", False) else model_outputs["prompt_width"]
+        encoder_decoder = getattr(self.model, "is_encoder_decoder", False)
+        # Decoder ids start with the decoder start token; a decoder-only row with the
+        # (left-padded) prompt.
+        width = 1 if encoder_decoder else model_outputs["prompt_width"]
         per_prompt = ids.shape[0] // model_outputs["num_prompts"]
         results = []
         for row in range(ids.shape[0]):
             new = ids[row, width:].tolist()
             if eos:
                 new = new[: next((i for i, t in enumerate(new) if t in eos), len(new))]
-            prompt_ids = model_outputs["prompts"][row // per_prompt] if return_full_text and width > 1 else []
+            prompt_ids = model_outputs["prompts"][row // per_prompt] if return_full_text and not encoder_decoder else []
             text = self.tokenizer.decode(prompt_ids + new, skip_special_tokens=skip_special_tokens)
             results.append({"generated_text": text})
         grouped = [results[i : i + per_prompt] for i in range(0, len(results), per_prompt)]
@@ -127,9 +132,3 @@ class TextGenerationPipeline(BasePipeline):
         """Ids of the rows that pad the vocabulary past the tokenizer's tokens."""
         rows = max((m.num_embeddings for m in self.model.modules() if isinstance(m, VocabEmbedding)), default=0)
         return list(range(len(self.tokenizer), rows))
-
-    def _device(self) -> torch.device:
-        from libai.utils import distributed as dist
-
-        return dist.get_device()
-

@@ -178,6 +178,9 @@ def test_generate_tool_errors_are_one_line(tmp_path):
 def test_random_pipeline_generates_text(random_pipe):
     one = random_pipe("ROMEO:", max_new_tokens=4)
     assert len(one) == 1 and one[0]["generated_text"].startswith("ROMEO:")
+    assert len(random_pipe.tokenizer.encode("Hi", add_special_tokens=False)) == 1
+    full = random_pipe("Hi", max_new_tokens=4)[0]["generated_text"]  # a one-token prompt too
+    assert full == "Hi" + random_pipe("Hi", max_new_tokens=4, return_full_text=False)[0]["generated_text"]
     many = random_pipe(["ROMEO:", "To be, or not"], max_new_tokens=3, num_beams=2, num_return_sequences=2)
     assert [len(group) for group in many] == [2, 2]
     # Each prompt of a padded batch gets the tokens it gets alone.
