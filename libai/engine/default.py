@@ -646,6 +646,7 @@ def _user_error_types() -> tuple:
     from libai.config import ConfigKeyError, ConfigOverrideError
     from libai.inference.basic import PipelineError
     from libai.inference.generation import GenerationError
+    from libai.models.utils.model_loader import HuggingFaceCheckpointError
     from libai.utils.checkpoint import CheckpointError
 
     return (
@@ -658,12 +659,13 @@ def _user_error_types() -> tuple:
         FileNotFoundError,
         PipelineError,
         GenerationError,
+        HuggingFaceCheckpointError,
     )
 
 
 def run_with_clear_errors(main: Callable, *args) -> None:
     """Call `main(*args)`; a user error (bad config key, layout, batch sizes, missing data,
-    unreadable checkpoint, bad inference argument) prints one `error: ...` line and exits
+    unreadable or unconvertible checkpoint, bad inference argument) prints one `error: ...` line and exits
     with status 2.
 
     All ranks see the same config and files, so only rank 0 prints; every rank exits.

@@ -18,7 +18,6 @@ from libai.utils.checkpoint import METADATA_FILE, Checkpointer
 logger = logging.getLogger(__name__)
 
 MODES = ("libai", "huggingface", "random")
-HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 class PipelineError(ValueError):
@@ -178,18 +177,18 @@ def _check_model_path(model_path, mode: str) -> Optional[str]:
             else "give a checkpoint directory a run wrote, e.g. output/x/model_final"
         )
         raise PipelineError(f"model_path {path} is not a LiBai checkpoint (no {METADATA_FILE} inside): {hint}")
-    if mode == "huggingface" and not _is_huggingface_dir(path):
+    if mode == "huggingface" and os.path.isfile(os.path.join(path, METADATA_FILE)):
+        # Any other folder is judged by the loader (read_checkpoint), which names what is missing.
         raise PipelineError(
-            f"model_path {path} is not a Hugging Face folder (config.json + {' or '.join(HF_WEIGHT_FILES)}): "
-            f"check the path, or use mode='libai' for a checkpoint this project wrote"
+            f"model_path {path} is not a Hugging Face folder but a checkpoint this project wrote: use mode='libai'"
         )
     return path
 
 
 def _is_huggingface_dir(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "config.json")) and any(
-        os.path.isfile(os.path.join(path, name)) for name in HF_WEIGHT_FILES
-    )
+    from libai.models.utils.model_loader.base_loader import CONFIG_NAME, WEIGHTS_NAME
+
+    return all(os.path.isfile(os.path.join(path, name)) for name in (CONFIG_NAME, WEIGHTS_NAME))
 
 
 def _load_config(config_file, model_path: Optional[str]) -> DictConfig:

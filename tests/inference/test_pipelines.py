@@ -141,6 +141,11 @@ def test_model_path_errors(tmp_path, gpt2_checkpoint):
         TextGenerationPipeline(TINY, model_path=str(tmp_path))
     with pytest.raises(PipelineError, match="is not a Hugging Face folder"):
         TextGenerationPipeline(TINY, model_path=gpt2_checkpoint, mode="huggingface")
+    from libai.models.utils.model_loader import HuggingFaceCheckpointError
+
+    (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(HuggingFaceCheckpointError, match="cannot be read as safetensors"):
+        TextGenerationPipeline(TINY, model_path=str(tmp_path), mode="huggingface")
     with pytest.raises(PipelineError, match="needs model_path"):
         TextGenerationPipeline(TINY)
     with pytest.raises(PipelineError, match="mode='best' is not one of"):
