@@ -360,3 +360,11 @@ def test_kv_cache_appends_reorders_and_grows():
     keys, _ = cache.update(0, k2[:, :, :1], v2[:, :, :1])
     assert torch.equal(keys[0, :, :5], torch.cat([k1, k2], dim=2)[1]) and len(cache) == 1
     assert KVCache().get_seq_length() == 0
+
+
+def test_beam_only_arguments_are_logged_when_ignored(gpt_pair, prompts, caplog):
+    _, ours = gpt_pair
+    with caplog.at_level("WARNING"):
+        greedy = ours.generate(prompts, max_new_tokens=4, length_penalty=2.0)
+    assert "length_penalty and early_stopping only apply to beam search" in caplog.text
+    assert torch.equal(greedy, ours.generate(prompts, max_new_tokens=4))

@@ -168,7 +168,7 @@ def generate(
         pad_token_id = int(eos[0])
     _check_arguments(
         input_ids, max_new_tokens, max_length, do_sample, num_beams, temperature, top_k, top_p,
-        num_return_sequences, early_stopping, streamer,
+        num_return_sequences, length_penalty, early_stopping, streamer,
     )
     encoder_decoder = bool(getattr(model, "is_encoder_decoder", False))
     batch = input_ids.shape[0]
@@ -213,7 +213,7 @@ def generate(
 
 def _check_arguments(
     input_ids, max_new_tokens, max_length, do_sample, num_beams, temperature, top_k, top_p,
-    num_return_sequences, early_stopping, streamer,
+    num_return_sequences, length_penalty, early_stopping, streamer,
 ) -> None:
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
         raise GenerationError(
@@ -253,6 +253,8 @@ def _check_arguments(
         raise GenerationError(f"top_k must be a non-negative integer (0 = off), got {top_k!r}")
     if do_sample and not (isinstance(temperature, (int, float)) and temperature > 0):
         raise GenerationError(f"temperature must be > 0 when sampling, got {temperature!r}")
+    if num_beams == 1 and (length_penalty != 1.0 or early_stopping is not False):
+        logger.warning("length_penalty and early_stopping only apply to beam search (num_beams > 1); they are ignored")
     if streamer is not None and (num_beams > 1 or input_ids.shape[0] > 1 or num_return_sequences > 1):
         raise GenerationError("a streamer receives one sequence: use batch size 1, num_beams=1 and num_return_sequences=1")
 
