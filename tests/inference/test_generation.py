@@ -293,6 +293,7 @@ def test_text_streamer_prints_words(capsys):
     "kwargs, message",
     [
         (dict(input_ids=torch.zeros(1, 0, dtype=torch.long)), "prompt is empty"),
+        (dict(input_ids=[[5, 6, 7]]), r"input_ids must be a \[batch, length\] tensor"),
         (dict(max_new_tokens=0), "max_new_tokens must be at least 1"),
         (dict(max_new_tokens=-3), "max_new_tokens must be at least 1"),
         (dict(do_sample=True, top_p=1.5), "top_p must be in"),

@@ -163,13 +163,13 @@ def generate(
     """
     if forward is None:
         forward = lambda inputs: model(**inputs)  # noqa: E731
+    _check_arguments(
+        input_ids, max_new_tokens, do_sample, num_beams, temperature, top_k, top_p,
+        num_return_sequences, length_penalty, early_stopping, streamer,
+    )
     eos = as_token_tensor(eos_token_id, input_ids.device)
     if pad_token_id is None and eos is not None:
         pad_token_id = int(eos[0])
-    _check_arguments(
-        input_ids, max_new_tokens, max_length, do_sample, num_beams, temperature, top_k, top_p,
-        num_return_sequences, length_penalty, early_stopping, streamer,
-    )
     encoder_decoder = bool(getattr(model, "is_encoder_decoder", False))
     batch = input_ids.shape[0]
     expand = num_beams if num_beams > 1 else num_return_sequences
@@ -212,7 +212,7 @@ def generate(
 
 
 def _check_arguments(
-    input_ids, max_new_tokens, max_length, do_sample, num_beams, temperature, top_k, top_p,
+    input_ids, max_new_tokens, do_sample, num_beams, temperature, top_k, top_p,
     num_return_sequences, length_penalty, early_stopping, streamer,
 ) -> None:
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
