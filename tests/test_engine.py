@@ -114,7 +114,7 @@ def _one_step(model, batches, accum, max_norm):
         [dict(params=list(model.parameters()), clip_grad_max_norm=max_norm, clip_grad_norm_type=2.0)], lr=0.1
     )
     reducer = dist.make_gradient_reducer(model, accum)
-    trainer = EagerTrainer(model, batches, optimizer, grad_acc_steps=accum, grad_reducer=reducer)
+    trainer = EagerTrainer(model, batches, optimizer, grad_acc_steps=accum, grad_reducer=reducer, batch_fn=_get_batch)
     grads = {}
     real_step = optimizer.step
 
@@ -124,7 +124,7 @@ def _one_step(model, batches, accum, max_norm):
 
     optimizer.step = record_then_step
     with EventStorage(0) as storage:
-        trainer.run_step(_get_batch)
+        trainer.run_step()
     return grads, storage
 
 
@@ -234,3 +234,128 @@ def test_a_word_embedding_smaller_than_the_vocabulary_is_a_clear_error():
     check_vocab_size(model, list(range(64)))  # anything with len() works as a tokenizer here
     with pytest.raises(VocabSizeError, match="word_embeddings has 64 rows but the tokenizer has 65 tokens"):
         check_vocab_size(model, list(range(65)))
+
+
+# ---- a trainer that stands alone, and its state ----------------------------------------
+
+
+def _instances(xs, ys):
+    from libai.data.structures import DistTensorData, Instance
+
+    return [Instance(x=DistTensorData(x), y=DistTensorData(y)) for x, y in zip(xs, ys)]
+
+
+def test_eager_trainer_trains_by_itself_like_a_hand_written_loop():
+    torch.manual_seed(0)
+    xs, ys = torch.randn(5, 4, 4), torch.randn(5, 4, 3)
+    model, reference = _Regressor(), _Regressor()
+    reference.load_state_dict(model.state_dict())
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = EagerTrainer(model, _instances(xs, ys), optimizer)
+    trainer.train(0, 5)
+
+    ref_optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
+    ref_losses = []
+    for x, y in zip(xs, ys):
+        losses = reference(x=x, y=y)
+        ref_losses.append(sum(v.double() for v in losses.values()).item())
+        sum(losses.values()).backward()
+        ref_optimizer.step()
+        ref_optimizer.zero_grad()
+    for got, want in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert trainer.iter == 5
+    logged = [value for value, _ in trainer.storage.history("total_loss").values()]
+    assert logged == pytest.approx(ref_losses, rel=1e-12)
+
+
+def test_the_batch_fn_given_at_construction_makes_the_model_inputs():
+    model = _Regressor()
+    seen = []
+
+    def batch_fn(pair):
+        seen.append(pair)
+        return {"x": pair[0], "y": pair[1]}
+
+    loader = [(torch.randn(2, 4), torch.randn(2, 3)) for _ in range(3)]
+    trainer = EagerTrainer(model, loader, torch.optim.SGD(model.parameters(), lr=0.1), batch_fn=batch_fn)
+    trainer.train(0, 3)
+    assert seen == loader
+
+
+def test_a_batch_the_default_batch_fn_cannot_read_is_a_clear_error():
+    from libai.engine.trainer import default_batch_fn
+
+    with pytest.raises(TypeError, match="give the trainer a batch_fn"):
+        default_batch_fn((torch.zeros(1), torch.zeros(1)))
+
+
+class _CountingHook:
+    """A hook that remembers how many steps it saw (its state)."""
+
+    def __init__(self):
+        self.steps = 0
+
+    def before_train(self):
+        pass
+
+    def after_train(self):
+        pass
+
+    def before_step(self):
+        pass
+
+    def after_step(self):
+        self.steps += 1
+
+    def state_dict(self):
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.steps = state["steps"]
+
+
+def test_trainer_state_dict_round_trips_every_hooks_state():
+    from libai.engine.hooks import IterationTimer
+
+    model = _Regressor()
+    loader = _instances(torch.randn(4, 2, 4), torch.randn(4, 2, 3))
+    trainer = EagerTrainer(model, loader, torch.optim.SGD(model.parameters(), lr=0.1))
+    first, second = _CountingHook(), _CountingHook()
+    trainer.register_hooks([first, IterationTimer(), second])
+    trainer.train(0, 3)
+    second.steps = 7
+    state = trainer.state_dict()
+    assert state == {"iteration": 3, "hooks": {"_CountingHook": {"steps": 3}, "_CountingHook#2": {"steps": 7}}}
+
+    resumed = EagerTrainer(model, loader, torch.optim.SGD(model.parameters(), lr=0.1))
+    hooks = [_CountingHook(), IterationTimer(), _CountingHook()]
+    resumed.register_hooks(hooks)
+    resumed.load_state_dict(state)
+    assert (resumed.iter, hooks[0].steps, hooks[2].steps) == (3, 3, 7)
+
+
+def test_the_checkpointer_saves_and_restores_the_trainers_state(tmp_path):
+    from libai.engine.hooks import BestCheckpointer
+    from libai.utils.checkpoint import Checkpointer
+
+    def trainer_with_best_hook():
+        model = _Regressor()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        trainer = EagerTrainer(model, [], optimizer)
+        checkpointer = Checkpointer(model, str(tmp_path), trainer=trainer, optimizer=optimizer)
+        best = BestCheckpointer(1, checkpointer, val_metric="acc")
+        trainer.register_hooks([best])
+        return trainer, checkpointer, best
+
+    trainer, checkpointer, best = trainer_with_best_hook()
+    best.best_metric, best.best_iter = 0.75, 4
+    trainer.iter = 4
+    checkpointer.save("model_0000004", iteration=4)
+
+    _, fresh, fresh_best = trainer_with_best_hook()
+    fresh.load_model_weights(str(tmp_path / "model_0000004"))  # weights only: no trainer state
+    assert fresh_best.best_metric is None
+    assert fresh.resume_or_load(None, resume=True) == {"iteration": 4}
+    assert (fresh_best.best_metric, fresh_best.best_iter) == (0.75, 4)

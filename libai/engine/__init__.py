@@ -1,7 +1,7 @@
 """Training engine: the loop, its hooks and the default trainer."""
 from libai.engine import hooks
 from libai.engine.default import DefaultTrainer, default_argument_parser, default_setup
-from libai.engine.trainer import EagerTrainer, GraphTrainer, TrainerBase
+from libai.engine.trainer import EagerTrainer, PipelineTrainer, TrainerBase, default_batch_fn
 
 __all__ = [
     "hooks",
@@ -9,6 +9,7 @@ __all__ = [
     "default_argument_parser",
     "default_setup",
     "EagerTrainer",
-    "GraphTrainer",
+    "PipelineTrainer",
     "TrainerBase",
+    "default_batch_fn",
 ]

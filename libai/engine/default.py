@@ -16,6 +16,7 @@ import math
 import os
 import random
 import sys
+import weakref
 from collections import OrderedDict
 from typing import Callable, Iterator, Optional
 
@@ -30,7 +31,7 @@ from libai.config.instantiate import locate
 from libai.data.structures import Instance
 from libai.engine import hooks
 from libai.engine.pipeline import build_pipeline
-from libai.engine.trainer import EagerTrainer, GraphTrainer, PipelineTrainer, TrainerBase
+from libai.engine.trainer import EagerTrainer, PipelineTrainer, TrainerBase, default_batch_fn
 from libai.evaluation import inference_on_dataset
 from libai.layers import enable_activation_checkpointing
 from libai.optim import build_optimizer
@@ -338,11 +339,12 @@ def _check_pipeline_config(cfg) -> None:
 class DefaultTrainer(TrainerBase):
     """Build everything a LiBai config describes and train it.
 
-    Builds, in this order: tokenizer, data loaders (which must know the resumed data
-    position), model, optimizer, LR scheduler, optional graph, checkpointer (and resume),
-    then the default hooks: IterationTimer, LRScheduler, PeriodicCheckpointer, EvalHook and
-    BestCheckpointer when evaluation is on, PeriodicWriter on rank 0. Every `build_*`
-    classmethod can be overridden by a subclass.
+    Builds, in this order: tokenizer, data loaders, model, optimizer, LR scheduler,
+    checkpointer, the default hooks (IterationTimer, LRScheduler, PeriodicCheckpointer,
+    EvalHook and BestCheckpointer when evaluation is on, PeriodicWriter on rank 0), then
+    resumes (model, optimizer, scheduler, this trainer's and its hooks' state, the data
+    position) and builds the step: pipeline, graph (a compiled model) or eager. Every
+    `build_*` classmethod can be overridden by a subclass.
     """
 
     def __init__(self, cfg) -> None:
@@ -363,31 +365,36 @@ class DefaultTrainer(TrainerBase):
         self.optimizer = self.build_optimizer(cfg, self.model)
         self.lr_scheduler = self.build_lr_scheduler(cfg, self.optimizer)
         self.checkpointer = Checkpointer(
-            self.model, train.output_dir, optimizer=self.optimizer, lr_scheduler=self.lr_scheduler
+            self.model, train.output_dir, trainer=weakref.proxy(self), optimizer=self.optimizer, lr_scheduler=self.lr_scheduler
         )
-        self.resume_or_load(train.resume)
         self.global_batch_size = train.global_batch_size
-        self._seek_train_data(self.start_iter * self.global_batch_size)
         self.max_iter = train.train_iter
+        # Hooks first: resuming restores their state (the best metric, ...) too.
+        self.register_hooks(self.build_hooks())
+        self.resume_or_load(train.resume)
+        self._seek_train_data(self.start_iter * self.global_batch_size)
+        self._trainer = self._build_step_trainer(cfg, grad_reducer)
 
-        train_model = self.model
-        autocast_dtype, grad_scaler = _autocast_setup(cfg)
-        trainer_cls = EagerTrainer
+    def _build_step_trainer(self, cfg, grad_reducer) -> EagerTrainer:
+        """The trainer that runs one step: pipeline, graph (compiled model) or eager."""
+        train_model, trainer_cls = self.model, EagerTrainer
         if self.pipeline is not None:
             train_model, trainer_cls = self.pipeline, PipelineTrainer
         elif try_get_key(cfg, "graph.enabled", default=False):
             train_model = self.build_graph(cfg, train_model, self.optimizer, self.lr_scheduler, is_train=True)
-            trainer_cls = GraphTrainer
-        self._trainer = trainer_cls(
+        autocast_dtype, grad_scaler = _autocast_setup(cfg)
+        device = cfg.train.input_placement_device
+        mixup = getattr(self.train_loader, "mixup_func", None)
+        return trainer_cls(
             train_model,
             self.train_loader,
             self.optimizer,
-            grad_acc_steps=train.num_accumulation_steps,
+            grad_acc_steps=cfg.train.num_accumulation_steps,
             autocast_dtype=autocast_dtype,
             grad_scaler=grad_scaler,
             grad_reducer=grad_reducer,
+            batch_fn=lambda data: self.get_batch(data, device, mixup),
         )
-        self.register_hooks(self.build_hooks())
 
     def _parallelize(self, cfg):
         """Activation checkpointing, then ZeRO or the exact data-parallel reducer.
@@ -474,7 +481,7 @@ class DefaultTrainer(TrainerBase):
     def run_step(self) -> None:
         """One optimizer step (delegated to the eager or graph trainer)."""
         self._trainer.iter = self.iter
-        self._trainer.run_step(self.get_batch, self.cfg.train.input_placement_device)
+        self._trainer.run_step()
 
     @classmethod
     def get_batch(cls, data: Instance, input_placement_device: str = "cuda", mixup_func: Optional[Callable] = None) -> dict:
@@ -491,8 +498,7 @@ class DefaultTrainer(TrainerBase):
         # mesh through libai.utils.distributed), and under pipeline parallelism every stage
         # replays `forward`, so every rank gets every field; `placement_idx` decides which
         # stage consumes it. `DistTensorData.to_global` gives the global (DTensor) view.
-        device = dist.get_device()
-        return {key: value.tensor.to(device, non_blocking=True) for key, value in data.get_fields().items()}
+        return default_batch_fn(data)
 
     # ---- hooks and writers -----------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """Hooks the trainer calls around training and around each iteration.
 
-Per iteration the trainer calls `before_step` of every hook, runs the step, calls
-`after_step` of every hook, then `storage.step()`; so inside a hook `trainer.iter ==
-trainer.storage.iter` is the iteration that is running or just ran. Every hook's
+Per iteration the trainer sets `storage.iter = trainer.iter`, calls `before_step` of
+every hook, runs the step, then calls `after_step` of every hook; so inside a hook
+`trainer.iter == trainer.storage.iter` is the iteration that is running or just ran. Every hook's
 per-iteration work is a few integer comparisons except on its own periods: the trainer
 must stay as fast as a hand-written loop.
 """
@@ -45,9 +45,20 @@ class HookBase:
     `trainer.storage`, `trainer.model`, `trainer.optimizer`, `trainer.lr_scheduler`,
     `trainer.checkpointer`, `trainer.cfg`, `trainer.global_batch_size` and
     `trainer.consumed_train_samples`.
+
+    A hook whose decisions depend on the past (a best value, a counter) returns it from
+    `state_dict` (JSON-able values) and takes it back in `load_state_dict`; the trainer's
+    own `state_dict` gathers them, so a resumed run continues where it stopped.
     """
 
     trainer: Any = None
+
+    def state_dict(self) -> dict:
+        """What this hook must remember across a resume (empty: nothing)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take back what `state_dict` returned."""
 
     def before_train(self) -> None:
         """Called once before the first iteration."""

@@ -2,7 +2,11 @@
 
 `TrainerBase.train` runs `before_step -> run_step -> after_step` for every iteration and
 lets hooks do everything else (timing, LR schedule, checkpoints, evaluation, logging).
-`EagerTrainer.run_step` is one optimizer step over `grad_acc_steps` micro-batches.
+`EagerTrainer.run_step` is one optimizer step over `grad_acc_steps` micro-batches; the
+trainer draws them from its loader and turns each into the model's keyword arguments
+with the `batch_fn` it was built with, so a trainer trains by itself:
+
+    EagerTrainer(model, loader, optimizer).train(0, 100)
 """
 from __future__ import annotations
 
@@ -10,16 +14,43 @@ import logging
 import time
 import weakref
 from contextlib import nullcontext
-from typing import Callable, Optional
+from collections.abc import Mapping
+from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as torch_dist
 from torch import nn
 
+from libai.data.structures import Instance
 from libai.utils import distributed as dist
 from libai.utils.events import EventStorage, get_event_storage
 
 logger = logging.getLogger(__name__)
+
+BatchFn = Callable[[Any], dict]
+
+
+def default_batch_fn(data: Any) -> dict:
+    """A loader's batch as the model's keyword arguments, on this rank's device.
+
+    `data` is an `Instance` (its fields' tensors, keyed by field name, which LiBai's
+    datasets make the model's `forward` argument names) or a mapping of tensors (or of
+    objects with a `.tensor`, such as `DistTensorData`). Non-tensor values pass unchanged.
+    """
+    fields = data.get_fields() if isinstance(data, Instance) else data
+    if not isinstance(fields, Mapping):
+        raise TypeError(
+            f"the train loader yielded a {type(data).__name__}: a batch must be an Instance or a "
+            f"dict of tensors, or give the trainer a batch_fn that turns it into the model's "
+            f"keyword arguments"
+        )
+    device = dist.get_device()
+    return {key: _to_device(value, device) for key, value in fields.items()}
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    tensor = getattr(value, "tensor", value)
+    return tensor.to(device, non_blocking=True) if torch.is_tensor(tensor) else tensor
 
 
 class TrainerBase:
@@ -89,6 +120,42 @@ class TrainerBase:
         """One training iteration; subclasses define it."""
         raise NotImplementedError
 
+    def state_dict(self) -> dict:
+        """The loop's state: the iteration and every hook's `state_dict()` (JSON-able values).
+
+        Hooks are keyed by class name (`Name#1`, `Name#2`, ... from the second hook of the
+        same class on); hooks with an empty state are left out.
+        """
+        hooks = {}
+        for key, hook in self._hook_keys():
+            state = hook.state_dict()
+            if state:
+                hooks[key] = state
+        return {"iteration": self.iter, "hooks": hooks}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` saved into this trainer and its registered hooks.
+
+        A saved hook state that no registered hook claims is logged and skipped (the run
+        was resumed with other hooks), so is a registered hook the state does not mention.
+        """
+        self.iter = int(state["iteration"])
+        saved = dict(state.get("hooks", {}))
+        for key, hook in self._hook_keys():
+            if key in saved:
+                hook.load_state_dict(saved.pop(key))
+        if saved:
+            logger.warning("Saved state of hooks that this trainer does not have, ignored: %s", sorted(saved))
+
+    def _hook_keys(self) -> list[tuple[str, Any]]:
+        seen: dict[str, int] = {}
+        keys = []
+        for hook in self._hooks:
+            name = type(hook).__qualname__
+            count = seen[name] = seen.get(name, 0) + 1
+            keys.append((name if count == 1 else f"{name}#{count}", hook))
+        return keys
+
 
 class EagerTrainer(TrainerBase):
     """One optimizer step over `grad_acc_steps` micro-batches, in eager PyTorch.
@@ -102,7 +169,7 @@ class EagerTrainer(TrainerBase):
 
     Args:
         model: the module to train (or its compiled `GraphBase`).
-        data_loader: yields `Instance`s; iterated forever.
+        data_loader: yields batches; iterated forever.
         optimizer: a torch optimizer.
         grad_acc_steps: micro-batches per optimizer step.
         autocast_dtype: run forward under `torch.autocast` with this dtype (None: fp32).
@@ -110,6 +177,8 @@ class EagerTrainer(TrainerBase):
         grad_reducer: sums micro-batch gradients and averages them over data-parallel
             ranks (`distributed.make_gradient_reducer`, or ZeRO's); None when a step has
             a single micro-batch on a single replica.
+        batch_fn: turns one batch of the loader into the model's keyword arguments
+            (default `default_batch_fn`: an `Instance`'s fields on this rank's device).
     """
 
     def __init__(
@@ -121,6 +190,7 @@ class EagerTrainer(TrainerBase):
         autocast_dtype: Optional[torch.dtype] = None,
         grad_scaler: Optional[torch.amp.GradScaler] = None,
         grad_reducer=None,
+        batch_fn: Optional[BatchFn] = None,
     ) -> None:
         super().__init__()
         model.train()
@@ -133,23 +203,24 @@ class EagerTrainer(TrainerBase):
         self._autocast_dtype = autocast_dtype
         self._clip_groups = _clip_groups(optimizer)
         self._reducer = grad_reducer
+        self.batch_fn: BatchFn = batch_fn or default_batch_fn
 
     def _autocast(self):
         if self._autocast_dtype is None:
             return nullcontext()
         return torch.autocast(dist.get_device().type, dtype=self._autocast_dtype)
 
-    def run_step(self, get_batch: Callable, input_placement_device: str = "cuda") -> None:
+    def next_batch(self) -> dict:
+        """The next micro-batch of the loader, as the model's keyword arguments."""
+        return self.batch_fn(next(self._data_loader_iter))
+
+    def run_step(self) -> None:
         """Forward and backward `grad_acc_steps` micro-batches, clip, step the optimizer."""
         data_time = 0.0
         loss_sums: dict[str, torch.Tensor] = {}
         for _ in range(self.grad_acc_steps):
             start = time.perf_counter()
-            batch = get_batch(
-                next(self._data_loader_iter),
-                input_placement_device,
-                getattr(self.data_loader, "mixup_func", None),
-            )
+            batch = self.next_batch()
             data_time += time.perf_counter() - start
             with self._autocast():
                 loss_dict = self.model(**batch)
@@ -191,10 +262,6 @@ class EagerTrainer(TrainerBase):
         storage.put_scalars(data_time=data_time, **metrics)
 
 
-class GraphTrainer(EagerTrainer):
-    """The trainer of graph mode: the same step, around a compiled model (`GraphBase`)."""
-
-
 class PipelineTrainer(EagerTrainer):
     """The step under pipeline parallelism: one schedule run over `grad_acc_steps`
     micro-batches (`libai.engine.pipeline.PipelineEngine`), then the same reduction,
@@ -213,13 +280,10 @@ class PipelineTrainer(EagerTrainer):
         if self._reducer is not None:
             engine.on_microbatch_backward = self._reducer.accumulate
 
-    def run_step(self, get_batch: Callable, input_placement_device: str = "cuda") -> None:
+    def run_step(self) -> None:
         """Run the schedule over one global step's micro-batches, then step the optimizer."""
         start = time.perf_counter()
-        mixup = getattr(self.data_loader, "mixup_func", None)
-        micro_batches = [
-            get_batch(next(self._data_loader_iter), input_placement_device, mixup) for _ in range(self.grad_acc_steps)
-        ]
+        micro_batches = [self.next_batch() for _ in range(self.grad_acc_steps)]
         batch = {
             key: torch.cat([mb[key] for mb in micro_batches]) if torch.is_tensor(value) else value
             for key, value in micro_batches[0].items()

@@ -13,6 +13,8 @@ Inside the DCP state dict:
   names instead of positions, so the layout may change); anything else through its own
   ``state_dict()`` (e.g. LR schedulers, a GradScaler)
 - ``extra``: the keyword arguments of ``save`` (iteration, consumed samples...) as JSON
+- ``trainer``: the trainer's ``state_dict()`` (its iteration and its hooks' state) as JSON,
+  when the Checkpointer was given the trainer
 - ``__libai_meta__``: bookkeeping for loading (JSON)
 
 Non-model state (scheduler, extra, plain tensors) must be equal on every rank: DCP keeps one
@@ -66,13 +68,14 @@ LAST_CHECKPOINT_FILE = "last_checkpoint"
 METADATA_FILE = ".metadata"
 MODEL_KEY = "model"
 EXTRA_KEY = "extra"
+TRAINER_KEY = "trainer"
 META_KEY = "__libai_meta__"
 FORMAT_VERSION = 1
 # Optimizer state flattened to one entry per parameter name, hyperparameters included
 # ("param_groups.<name>.lr"): each pipeline stage then reads the groups of its own
 # parameters, where a single saved `param_groups` list would hold only one stage's.
 _OPTIM_OPTIONS = StateDictOptions(flatten_optimizer_state_dict=True)
-_RESERVED = (MODEL_KEY, EXTRA_KEY, META_KEY)
+_RESERVED = (MODEL_KEY, EXTRA_KEY, TRAINER_KEY, META_KEY)
 # Hidden working directories: ".tmp-<12 hex>-<name>" (being written) and
 # ".old-<12 hex>-<name>" (a replaced checkpoint waiting to be deleted).
 _WORK_DIR = re.compile(r"^\.(?P<kind>tmp|old)-(?P<token>[0-9a-f]{12})-(?P<name>.+)$")
@@ -201,6 +204,8 @@ class Checkpointer:
         save_to_disk: ``False`` turns `save` into a no-op. Every rank takes part in writing
             (each writes its own shards), so unlike detectron2 this must be the same on all
             ranks; ``None`` means ``True``.
+        trainer: a `TrainerBase` whose ``state_dict()`` (iteration, hooks' state; JSON-able)
+            is saved with every checkpoint and restored when resuming.
         **checkpointables: objects with ``state_dict``/``load_state_dict`` saved next to the
             model (``optimizer=...``, ``scheduler=...``). ``None`` values are skipped.
     """
@@ -211,9 +216,11 @@ class Checkpointer:
         save_dir: str = "",
         *,
         save_to_disk: Optional[bool] = None,
+        trainer: Any = None,
         **checkpointables: Any,
     ) -> None:
         self.model = model
+        self.trainer = trainer
         self.save_dir = save_dir
         self.save_to_disk = True if save_to_disk is None else bool(save_to_disk)
         self.checkpointables: dict[str, Any] = {}
@@ -339,6 +346,8 @@ class Checkpointer:
             "empty_optimizers": empty_optimizers,
         }
         state[EXTRA_KEY] = extra_json
+        if self.trainer is not None:
+            state[TRAINER_KEY] = _to_json(self.trainer.state_dict())
         state[META_KEY] = json.dumps(meta)
         return state
 
@@ -520,7 +529,8 @@ class Checkpointer:
                 template[name] = self._optimizer_state(obj)
             else:
                 template[name] = obj.state_dict()
-        for key in (EXTRA_KEY, META_KEY):
+        keys = [EXTRA_KEY, META_KEY] + ([TRAINER_KEY] if strict and self.trainer is not None else [])
+        for key in keys:
             if key in saved:
                 template[key] = ""
         try:
@@ -612,4 +622,6 @@ class Checkpointer:
                     obj.state.clear()
             else:
                 obj.load_state_dict(template[name])
+        if template.get(TRAINER_KEY):
+            self.trainer.load_state_dict(json.loads(template[TRAINER_KEY]))
         return json.loads(template.get(EXTRA_KEY) or "{}")
