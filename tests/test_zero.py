@@ -256,3 +256,31 @@ def test_bad_stage_is_a_clear_error():
         apply_zero(nn.Linear(2, 2), 4)
     with pytest.raises(ValueError, match="num_micro_batches"):
         apply_zero(nn.Linear(2, 2), 1, 0)
+
+
+def _one_rank_worker() -> dict:
+    from libai.utils import distributed as dist
+    from libai.utils.zero import apply_zero
+
+    dist.setup_dist_util({}, device="cpu")
+    model = RefNet()
+    same, none_reducer = apply_zero(model, 2, 1)
+    _, reducer = apply_zero(model, 3, 2)
+    x, y = _batch(0)
+    for half in (x[: len(x) // 2], x[len(x) // 2 :]):
+        labels = y[: len(half)]
+        model(half, labels)["loss"].backward()
+        reducer.accumulate()
+    reducer.reduce()
+    return {
+        "same_model": same is model,
+        "no_reducer": none_reducer is None,
+        "reducer": type(reducer).__name__,
+        "has_grads": all(p.grad is not None for p in model.parameters()),
+    }
+
+
+def test_one_rank_without_mesh_returns_the_plain_reducer():
+    # Regression: this path called a deleted helper and raised AttributeError.
+    (res,) = run_on_ranks(_one_rank_worker, 1)
+    assert res == {"same_model": True, "no_reducer": True, "reducer": "GradientReducer", "has_grads": True}

@@ -123,10 +123,7 @@ def apply_zero(
     if mesh is None:
         if dist_util.get_data_parallel_size() == 1:
             logger.info("ZeRO stage %d asked for with one data-parallel rank: nothing to shard", stage)
-            reducer = None
-            if dist_util.needs_gradient_reducer(num_micro_batches):
-                reducer = dist_util.GradientReducer(model.parameters(), num_micro_batches)
-            return model, reducer
+            return model, dist_util.make_gradient_reducer(model, num_micro_batches)
         mesh = dist_util.get_stage_placement(dist_util.get_pipeline_parallel_rank())["dp"]
     ignored = {id(p) for p in ignored_params or ()}
     params = [p for p in model.parameters() if id(p) not in ignored]
