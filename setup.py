@@ -12,9 +12,12 @@ setup(
     package_dir={"libai.config.configs": "configs"},
     package_data={"libai.config.configs": ["**/*.py", "**/*.yaml"]},
     install_requires=[
-        "torch>=2.6",
+        # The ranges the test suite passes on (it was run on torch 2.13 and omegaconf 2.4);
+        # libai.engine.pipeline relies on torch.distributed.pipelining details that
+        # tests/test_pipeline.py checks, so widen these only after the suite passes.
+        "torch>=2.13,<2.14",
         "numpy",
-        "omegaconf>=2.1",
+        "omegaconf>=2.4,<2.5",
         "pyyaml",
         "cloudpickle",
         "safetensors",

@@ -337,3 +337,68 @@ def test_find_blocks_without_layer_idx_is_a_clear_error():
         "lm_head",
         "loss_func",
     ]
+
+
+# --------------------------------------------------------------------------------------
+# The one reliance on torch.distributed.pipelining beyond plain use
+# --------------------------------------------------------------------------------------
+
+
+def _hook_contract_worker() -> dict:
+    """On one rank: every schedule calls the stage's backward hook once per micro-batch,
+    after that micro-batch's gradient is in `.grad` (a running sum of micro-batch grads)."""
+    import torch.distributed as torch_dist
+    from torch.distributed.pipelining import Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B
+
+    from libai.engine.pipeline import make_stage_with_backward_hook
+
+    torch_dist.init_process_group("gloo", rank=0, world_size=1)
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    out = {}
+    for name, cls, num_stages in (
+        ("GPipe", ScheduleGPipe, 1),
+        ("1F1B", Schedule1F1B, 1),
+        ("Interleaved1F1B", ScheduleInterleaved1F1B, 2),
+    ):
+        torch.manual_seed(0)
+        layers = [nn.Linear(3, 3) for _ in range(num_stages)]
+        seen: list[list] = [[] for _ in layers]
+        stages = [
+            make_stage_with_backward_hook(
+                layer, k, num_stages, torch.device("cpu"), None,
+                lambda k=k: seen[k].append(layers[k].weight.grad.clone()),
+            )
+            for k, layer in enumerate(layers)
+        ]
+        loss_fn = lambda output, target: output.pow(2).sum()  # noqa: E731 - the schedule's loss
+        schedule = cls(stages if num_stages > 1 else stages[0], 4, loss_fn=loss_fn, scale_grads=False)
+        schedule.step(x, target=torch.zeros(4))
+        # The same sums by hand, one micro-batch (one row) at a time.
+        expected: list[list] = [[] for _ in layers]
+        for p in (w for layer in layers for w in layer.parameters()):
+            p.grad = None
+        for row in x.split(1):
+            h = row
+            for layer in layers:
+                h = layer(h)
+            h.pow(2).sum().backward()
+            for k, layer in enumerate(layers):
+                expected[k].append(layer.weight.grad.clone())
+        out[name] = max(
+            (a - b).abs().max().item() if len(s) == len(e) else float("inf")
+            for s, e in zip(seen, expected)
+            for a, b in zip(s, e)
+        ) if all(seen) else float("inf"), [len(s) for s in seen]
+    return out
+
+
+def test_stage_backward_hook_contract():
+    import inspect
+
+    from torch.distributed.pipelining import PipelineStage
+
+    assert "dw_builder" in inspect.signature(PipelineStage).parameters, "torch dropped dw_builder"
+    (res,) = run_on_ranks(_hook_contract_worker, 1)
+    for name, (diff, counts) in res.items():
+        assert counts == [4] * len(counts), (name, counts)
+        assert diff < 1e-6, (name, diff)

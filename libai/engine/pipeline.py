@@ -17,6 +17,23 @@ The tracer runs `torch.export` on the whole model on every rank. That does not f
 * the traced graph is specialised to the example micro-batch and loses the module tree
   (state_dict names, hooks, activation checkpointing, `torch.compile` of single layers).
 
+Why not a copy of the model per stage with the other stages' layers deleted (torchtitan)
+---------------------------------------------------------------------------------------
+torchtitan's models are written for it (`h = self.tok_embeddings(x) if self.tok_embeddings
+else x`); a LiBai model's `forward` calls every block unconditionally, with glue code in
+between (T5, GPT with tied heads, a project's own model), so a stage without those blocks
+cannot run it. The stand-ins below are what lets unchanged model code run on a stage.
+
+What this relies on in torch
+----------------------------
+* The stock `PipelineStage` and schedules, through public arguments only; the one
+  reliance beyond plain use (a per-micro-batch backward hook through `dw_builder`) is
+  `make_stage_with_backward_hook`, with its reason and a contract test.
+* `nn.Module.__call__` calling the instance's `forward` attribute: a block of another stage
+  gets an instance-level `forward` (`_install_stand_ins`); outside a pipeline step it calls
+  the block's own forward, so the model still works as a plain module.
+* `Module.register_parameter` to put a freed stand-in into another stage's parameter slot.
+
 The wrapper keeps the user's model and module tree unchanged and replays the model's own
 `forward(**inputs)` on every stage, with the blocks of other stages replaced *in place* by
 cheap stand-ins (their `forward` is swapped; their parameters are freed):
@@ -342,6 +359,15 @@ def _stand_in_forward(engine: "PipelineEngine", block: Block, original: Callable
     return forward
 
 
+def _install_stand_ins(engine: "PipelineEngine") -> None:
+    """Give every block an instance-level `forward` that is its own on its stage and a
+    stand-in elsewhere (see the module docstring). `nn.Module.__call__` looks `forward` up
+    on the instance, so hooks, activation checkpointing and the module tree stay as they
+    were; a call outside a pipeline step runs the block's own forward."""
+    for block in engine.blocks:
+        block.module.forward = _stand_in_forward(engine, block, block.module.forward)
+
+
 def _placeholder(replay: _Replay):
     if "value" not in replay.placeholders:
         replay.placeholders["value"] = torch.empty_like(replay.received[0], device="meta")
@@ -362,6 +388,8 @@ class ForeignParameter(nn.Parameter):
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
         if name in cls._ALLOWED or isinstance(func, type(torch.Tensor.shape)) or name == "__get__":
+            # The idiom of torch's "Extending torch.Tensor" notes (what the default
+            # `Tensor.__torch_function__` does), without converting results back to this class.
             with torch._C.DisableTorchFunctionSubclass():
                 return func(*args, **(kwargs or {}))
         owner = next((a for a in args if isinstance(a, ForeignParameter)), None)
@@ -382,8 +410,8 @@ def _free_parameters(model: nn.Module, foreign: dict[int, str]) -> None:
     """
     replaced: dict[int, nn.Parameter] = {}
     for module in model.modules():
-        for name, param in list(module._parameters.items()):
-            if param is None or id(param) not in foreign:
+        for name, param in list(module.named_parameters(recurse=False, remove_duplicate=False)):
+            if id(param) not in foreign:
                 continue
             if isinstance(param, DTensor):
                 param.requires_grad_(False)
@@ -393,7 +421,9 @@ def _free_parameters(model: nn.Module, foreign: dict[int, str]) -> None:
                 stand_in = ForeignParameter(meta, requires_grad=False)
                 stand_in._pipeline_name = foreign[id(param)]
                 replaced[id(param)] = stand_in
-            module._parameters[name] = replaced[id(param)]
+            # Replacing a registered parameter through the public API keeps its slot
+            # (and its state_dict name).
+            module.register_parameter(name, replaced[id(param)])
 
 
 # --------------------------------------------------------------------------------------
@@ -401,23 +431,37 @@ def _free_parameters(model: nn.Module, foreign: dict[int, str]) -> None:
 # --------------------------------------------------------------------------------------
 
 
-class _Stage(PipelineStage):
-    """A `PipelineStage` that calls the engine's `on_microbatch_backward` after each
-    micro-batch's backward (where the eager trainer calls `GradientReducer.accumulate`)."""
+# --------------------------------------------------------------------------------------
+# The one place that relies on torch.distributed.pipelining beyond its plain use
+# --------------------------------------------------------------------------------------
 
-    def __init__(self, engine: "PipelineEngine", *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._engine = engine
 
-    def backward_one_chunk(
-        self, bwd_chunk_id: int, loss=None, full_backward: bool = True, last_backward=False
-    ):
-        super().backward_one_chunk(
-            bwd_chunk_id, loss=loss, full_backward=full_backward, last_backward=last_backward
-        )
-        hook = self._engine.on_microbatch_backward
-        if hook is not None and self.has_backward:
-            hook()
+def make_stage_with_backward_hook(
+    submodule: nn.Module,
+    stage_index: int,
+    num_stages: int,
+    device: torch.device,
+    group: Optional[torch_dist.ProcessGroup],
+    after_backward: Callable[[], None],
+) -> PipelineStage:
+    """A stock `PipelineStage` that calls `after_backward()` once per micro-batch, right
+    after that micro-batch's gradients have been added into `.grad`.
+
+    Why: the exact gradient sum (`GradientReducer.accumulate`, and ZeRO's reducer) must
+    see each micro-batch's gradient on its own, as the eager trainer does, and
+    `torch.distributed.pipelining` has no public per-micro-batch backward hook. Its
+    `PipelineStage` takes `dw_builder`, a documented constructor argument (the deferred
+    weight-gradient runner of zero-bubble schedules): with full backward the stage calls
+    `dw_builder()()` after each micro-batch's backward (and, with split backward, at that
+    micro-batch's weight step). LiBai's schedules (GPipe, 1F1B, Interleaved1F1B) run full
+    backward, so the runner is exactly the hook we need, through public arguments only.
+    `tests/test_pipeline.py::test_stage_backward_hook_contract` checks this promise on the
+    installed torch (count and timing of the calls under every schedule), so a torch that
+    changes it fails there, not as a silently wrong gradient.
+    """
+    return PipelineStage(
+        submodule, stage_index, num_stages, device, group=group, dw_builder=lambda: after_backward
+    )
 
 
 def _sum_losses(output, target) -> torch.Tensor:
@@ -504,8 +548,7 @@ class PipelineEngine:
         self._loss_key_list: Optional[list[str]] = None
         self._metric_keys: Optional[list[str]] = None
         self._owned = self._drop_foreign_parameters()
-        for block in self.blocks:
-            block.module.forward = _stand_in_forward(self, block, block.module.forward)
+        _install_stand_ins(self)
         # Called after every micro-batch's backward; may be set after construction (a
         # GradientReducer needs `self.parameters()`, which exist only now).
         self.on_microbatch_backward = on_microbatch_backward
@@ -542,14 +585,19 @@ class PipelineEngine:
         return owned
 
     def _make_stage(self, stage: int) -> PipelineStage:
-        return _Stage(
-            self,
+        return make_stage_with_backward_hook(
             _StageModule(self, stage),
             stage,
             self.num_stages,
             dist.get_device(),
-            group=dist.get_pipeline_parallel_group(),
+            dist.get_pipeline_parallel_group(),
+            self._after_microbatch_backward,
         )
+
+    def _after_microbatch_backward(self) -> None:
+        # Read at call time: the trainer sets `on_microbatch_backward` after construction.
+        if self.on_microbatch_backward is not None:
+            self.on_microbatch_backward()
 
     def _make_schedule(self):
         cls = SCHEDULES[self.schedule_name]
