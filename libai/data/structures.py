@@ -63,7 +63,8 @@ class DistTensorData:
         `Replicate()`) without moving data. The mesh is the one of stage `placement_idx`
         (0: first, -1: last), unless `placement` (a DeviceMesh) is given; `sbp` (strings or
         placements) overrides `sbp_list`. `device_type` is accepted for LiBai compatibility:
-        the device is this process's compute device. Returns self.
+        the device is this process's compute device. Without a layout (no mesh) the tensor
+        stays a plain tensor on that device. Returns self.
         """
         # Imported here: the structures are also used in loader worker processes that never
         # build a device mesh.
@@ -72,6 +73,9 @@ class DistTensorData:
         from libai.utils import distributed as dist
 
         mesh = placement if placement is not None else dist.get_stage_placement(self.placement_idx)
+        if mesh is None:
+            self.tensor = self.tensor.to(dist.get_device())
+            return self
         sbp = sbp if sbp is not None else self.sbp_list
         placements = [dist.parse_sbp(p) if isinstance(p, str) else p for p in sbp]
         local = self.tensor.to_local() if isinstance(self.tensor, DTensor) else self.tensor

@@ -11,7 +11,7 @@ from torch import nn
 
 from .kv_cache import KVCache
 from .linear import Linear
-from .utils import InitMethod, check_divisible, to_local, tp_mesh
+from .utils import InitMethod, check_divisible, mesh_size, to_local, tp_mesh
 
 KeyValue = tuple[torch.Tensor, torch.Tensor]
 
@@ -78,7 +78,7 @@ class MultiheadAttention(nn.Module):
                 f"hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads})"
             )
         # Checked before any weight is drawn: each rank must hold whole heads.
-        check_divisible(num_attention_heads, tp_mesh(layer_idx).size(), "MultiheadAttention num_attention_heads")
+        check_divisible(num_attention_heads, mesh_size(tp_mesh(layer_idx)), "MultiheadAttention num_attention_heads")
         if output_layer_init_method is None:
             output_layer_init_method = init_method
         self.hidden_size = hidden_size

@@ -11,7 +11,7 @@ from .utils import to_local
 
 
 def _all_reduce(tensor: torch.Tensor, op, group) -> None:
-    if torch_dist.get_world_size(group) > 1:
+    if group is not None and torch_dist.get_world_size(group) > 1:
         torch_dist.all_reduce(tensor, op=op, group=group)
 
 
@@ -20,7 +20,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, target: torch.Tensor, group) -> torch.Tensor:
-        rank = torch_dist.get_rank(group)
+        rank = torch_dist.get_rank(group) if group is not None else 0
         local_vocab = logits.shape[-1]
         vocab_start = rank * local_vocab
 
@@ -76,4 +76,6 @@ class ParallelCrossEntropyLoss(nn.Module):
             )
         target = target.long().clamp(min=0)
         # float32 keeps exp/log stable when the model runs in half precision.
-        return _VocabParallelCrossEntropy.apply(logits.float(), target, dist.get_tensor_parallel_group())
+        # One tensor-parallel rank has no group to reduce over (and needs no layout).
+        group = dist.get_tensor_parallel_group() if dist.get_tensor_parallel_size() > 1 else None
+        return _VocabParallelCrossEntropy.apply(logits.float(), target, group)

@@ -10,7 +10,7 @@ from torch.distributed.tensor import Replicate, Shard
 
 from libai.utils import distributed as dist
 
-from .utils import InitMethod, check_divisible, full_init, make_parameter, mesh_rank, to_local, tp_mesh
+from .utils import InitMethod, check_divisible, full_init, make_parameter, mesh_rank, mesh_size, to_local, tp_mesh
 
 
 def _normalize_padding_idx(padding_idx: Optional[int], num_embeddings: int) -> Optional[int]:
@@ -70,7 +70,7 @@ class Embedding(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Rows of the table for `input_ids` (any shape); output shape `ids.shape + (dim,)`."""
-        return F.embedding(to_local(input_ids), self.weight.to_local(), self.padding_idx)
+        return F.embedding(to_local(input_ids), to_local(self.weight), self.padding_idx)
 
     def extra_repr(self) -> str:
         return _repr(self)
@@ -112,7 +112,7 @@ class VocabEmbedding(nn.Module):
         # The word embeddings are read again by the LM head on the last pipeline stage,
         # which therefore holds its own replica (see distributed.get_shared_tp_mesh).
         mesh = dist.get_shared_tp_mesh(layer_idx)
-        self.tp_size = mesh.size()
+        self.tp_size = mesh_size(mesh)
         check_divisible(num_embeddings, self.tp_size, "VocabEmbedding num_embeddings (vocabulary size)")
         rows = num_embeddings // self.tp_size
         self.vocab_start = mesh_rank(mesh) * rows
@@ -130,7 +130,7 @@ class VocabEmbedding(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Full embeddings of `input_ids`, replicated over tensor-parallel ranks."""
         input_ids = to_local(input_ids)
-        weight = self.weight.to_local()
+        weight = to_local(self.weight)
         if self.tp_size == 1:
             return F.embedding(input_ids, weight, self.padding_idx)
         outside = (input_ids < self.vocab_start) | (input_ids >= self.vocab_end)

@@ -89,7 +89,7 @@ class RMSLayerNorm(nn.Module):
         dims = tuple(range(-len(self.normalized_shape), 0))
         x32 = x.float()
         normed = x32 * torch.rsqrt(x32.pow(2).mean(dims, keepdim=True) + self.eps)
-        return (self.weight.to_local() * normed.to(x.dtype)).to(x.dtype)
+        return (to_local(self.weight) * normed.to(x.dtype)).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}"

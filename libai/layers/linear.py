@@ -10,7 +10,7 @@ from torch.distributed.tensor import Replicate, Shard
 
 from libai.utils import distributed as dist
 
-from .utils import InitMethod, check_divisible, full_init, make_parameter, mesh_rank, to_local, tp_mesh
+from .utils import InitMethod, check_divisible, full_init, make_parameter, mesh_rank, mesh_size, to_local, tp_mesh
 
 _PARALLEL_MODES = ("data", "col", "row")
 
@@ -56,7 +56,7 @@ class Linear1D(nn.Module):
         self.layer_idx = layer_idx
 
         mesh = tp_mesh(layer_idx)
-        self.tp_size = mesh.size()
+        self.tp_size = mesh_size(mesh)
         self.tp_rank = mesh_rank(mesh)
         if parallel == "col":
             check_divisible(out_features, self.tp_size, "column-parallel Linear out_features")
@@ -77,7 +77,7 @@ class Linear1D(nn.Module):
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, tuple[torch.Tensor, Optional[torch.Tensor]]]:
         """Apply the layer to this rank's activations (see the class docstring for layouts)."""
         x = to_local(x)
-        weight = self.weight.to_local()
+        weight = to_local(self.weight)
         bias = to_local(self.bias)
         if self.parallel == "col":
             # The replicated input feeds every rank's slice: its gradient is summed over tp.

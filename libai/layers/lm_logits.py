@@ -8,7 +8,7 @@ from torch.distributed.tensor import DTensor, Shard
 
 from libai.utils import distributed as dist
 
-from .utils import check_divisible, full_init, make_parameter, mesh_rank, to_local, tp_mesh
+from .utils import check_divisible, full_init, make_parameter, mesh_rank, mesh_size, to_local, tp_mesh
 
 
 class LMLogits(nn.Module):
@@ -29,7 +29,7 @@ class LMLogits(nn.Module):
         # LiBai places the head with the last layer.
         mesh = tp_mesh(-1)
         self.vocab_size = vocab_size
-        self.tp_size = mesh.size()
+        self.tp_size = mesh_size(mesh)
         check_divisible(vocab_size, self.tp_size, "LMLogits vocab_size")
         rows = vocab_size // self.tp_size
         self.vocab_start = mesh_rank(mesh) * rows

@@ -4,6 +4,10 @@ Every layer builds its parameters the same way (see the team's parameter convent
 FULL tensor is drawn from the global RNG exactly as a one-process layer would draw it, then
 each rank keeps its shard as a DTensor on the tensor-parallel mesh of the layer's pipeline
 stage. So the initial weights do not depend on the layout.
+
+Without a layout (a plain script that never called `default_setup` / `setup_dist_util`)
+there is no mesh: `tp_mesh` is None and parameters are plain tensors, so building and
+training a model needs no process group.
 """
 from __future__ import annotations
 
@@ -19,18 +23,25 @@ from libai.utils import distributed as dist
 InitMethod = Callable[[torch.Tensor], object]
 
 
-def tp_mesh(layer_idx: int = 0) -> DeviceMesh:
-    """The 1-D "tp" mesh of the pipeline stage that owns `layer_idx` (-1: the last layer)."""
+def tp_mesh(layer_idx: int = 0) -> Optional[DeviceMesh]:
+    """The 1-D "tp" mesh of the pipeline stage that owns `layer_idx` (-1: the last layer);
+    None when no layout was set up."""
     return dist.get_layer_tp_mesh(layer_idx)
 
 
-def mesh_rank(mesh: DeviceMesh) -> int:
-    """This rank's position on a 1-D mesh; 0 on a rank outside it (another pipeline stage).
+def mesh_size(mesh: Optional[DeviceMesh]) -> int:
+    """Number of ranks of a 1-D mesh (1 without a mesh)."""
+    return 1 if mesh is None else mesh.size()
+
+
+def mesh_rank(mesh: Optional[DeviceMesh]) -> int:
+    """This rank's position on a 1-D mesh; 0 on a rank outside it (another pipeline stage)
+    or without a mesh.
 
     A rank outside the mesh holds empty shards and never runs the layer, so the value only
     has to be valid, not meaningful.
     """
-    coordinate = mesh.get_coordinate()
+    coordinate = mesh.get_coordinate() if mesh is not None else None
     return coordinate[0] if coordinate else 0
 
 
@@ -63,12 +74,15 @@ def full_init(
     return tensor
 
 
-def make_parameter(full: torch.Tensor, mesh: DeviceMesh, placement: Placement) -> nn.Parameter:
-    """`nn.Parameter(DTensor)` holding this rank's `placement` shard of `full` on `mesh`.
+def make_parameter(full: torch.Tensor, mesh: Optional[DeviceMesh], placement: Placement) -> nn.Parameter:
+    """`nn.Parameter(DTensor)` holding this rank's `placement` shard of `full` on `mesh`
+    (a plain `nn.Parameter(full)` when there is no mesh).
 
     Every rank already holds the same full tensor (same seed, same draws), so each keeps its
     own slice locally (`src_data_rank=None`) instead of receiving it from rank 0.
     """
+    if mesh is None:
+        return nn.Parameter(full.detach())
     return nn.Parameter(distribute_tensor(full.detach(), mesh, [placement], src_data_rank=None))
 
 

@@ -63,9 +63,9 @@ class PatchEmbedding(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Tokens [b, 1 + num_patches, embed_dim] of `images` [b, in_chans, img_size, img_size]."""
         patches = self.proj(self._patches(to_local(images)))
-        cls_token = self.cls_token.to_local().expand(patches.shape[0], -1, -1)
+        cls_token = to_local(self.cls_token).expand(patches.shape[0], -1, -1)
         tokens = torch.cat((cls_token.to(patches.dtype), patches), dim=1)
-        return self.pos_drop(tokens + self.pos_embed.to_local())
+        return self.pos_drop(tokens + to_local(self.pos_embed))
 
     def _patches(self, images: torch.Tensor) -> torch.Tensor:
         """[b, c, H, W] -> [b, (H/p) * (W/p), c * p * p], patches in row-major order."""

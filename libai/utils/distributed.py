@@ -159,14 +159,18 @@ def get_layer_stage_ids(
 
 @dataclass(eq=False)  # hashed by identity (a cache key per layout)
 class _DistributeUtil:
-    """The layout of this run, built once by `setup_dist_util`."""
+    """The layout of this run, built once by `setup_dist_util`.
+
+    Without a process group (a plain script: no `default_setup`) the layout has one rank
+    and no mesh (`mesh is None`): layers then keep plain tensors and communicate nothing.
+    """
 
     device_type: str
     data_parallel_size: int
     tensor_parallel_size: int
     pipeline_parallel_size: int
     layer_stage_ids: list[int]
-    mesh: DeviceMesh
+    mesh: Optional[DeviceMesh]
     # One ("dp", "tp") mesh per pipeline stage; a rank takes part only in its own stage's.
     stage_meshes: list[DeviceMesh]
     # With pp > 1: this rank's group with its peer of the same (dp, tp) coordinates on the
@@ -174,7 +178,23 @@ class _DistributeUtil:
     first_last_group: Optional[dist.ProcessGroup] = None
 
     def coordinate(self, name: str) -> int:
-        return self.mesh.get_local_rank(name)
+        return 0 if self.mesh is None else self.mesh.get_local_rank(name)
+
+    def group(self, name: str) -> dist.ProcessGroup:
+        """The process group of mesh dimension `name` ("pp", "dp" or "tp")."""
+        if self.mesh is None:
+            raise DistLayoutError(
+                f"there is no {name!r} process group: no parallel layout was set up in this process; "
+                f"call libai.engine.default_setup(cfg, args) or distributed.setup_dist_util(cfg.train.dist) first"
+            )
+        return self.mesh.get_group(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _no_layout(device_type: str) -> _DistributeUtil:
+    # One rank, no mesh, no process group: what a plain script gets. Cached per device
+    # type so that layers keep meeting the same object (it holds no resources).
+    return _DistributeUtil(device_type, 1, 1, 1, [0], None, [])
 
 
 _DIST_UTIL: Optional[_DistributeUtil] = None
@@ -247,9 +267,13 @@ def _first_last_group(mesh: DeviceMesh) -> Optional[dist.ProcessGroup]:
 
 
 def get_dist_util() -> _DistributeUtil:
-    """The layout built by `setup_dist_util`; a one-process layout if none was set up."""
+    """The layout built by `setup_dist_util`; without one, a one-rank layout with no mesh.
+
+    It never starts a process group: `default_setup` (or an inference pipeline, or a
+    script calling `setup_dist_util`) creates the layout, layers only read it.
+    """
     if _DIST_UTIL is None:
-        return setup_dist_util({})
+        return _no_layout(resolve_device_type("auto"))
     return _DIST_UTIL
 
 
@@ -322,13 +346,15 @@ def get_layer_stage_id(layer_idx: int) -> int:
     return stage_ids[layer_idx]
 
 
-def get_layer_placement(layer_idx: int = 0) -> DeviceMesh:
-    """The ("dp", "tp") mesh of the pipeline stage that owns `layer_idx` (-1: the last layer).
+def get_layer_placement(layer_idx: int = 0) -> Optional[DeviceMesh]:
+    """The ("dp", "tp") mesh of the pipeline stage that owns `layer_idx` (-1: the last layer);
+    None without a layout.
 
     LiBai's `dist.get_layer_placement`: parameters of that layer live on this mesh,
     replicated over "dp" and split or replicated over "tp".
     """
-    return get_dist_util().stage_meshes[get_layer_stage_id(layer_idx)]
+    util = get_dist_util()
+    return util.stage_meshes[get_layer_stage_id(layer_idx)] if util.mesh is not None else None
 
 
 @functools.lru_cache(maxsize=None)
@@ -342,12 +368,14 @@ def _stage_tp_mesh(util: "_DistributeUtil", stage: int) -> DeviceMesh:
     return DeviceMesh(util.device_type, ranks, mesh_dim_names=("tp",), _init_backend=False)
 
 
-def get_layer_tp_mesh(layer_idx: int = 0) -> DeviceMesh:
-    """The 1-D "tp" mesh over which `layer_idx`'s parameters are split or replicated."""
-    return _stage_tp_mesh(get_dist_util(), get_layer_stage_id(layer_idx))
+def get_layer_tp_mesh(layer_idx: int = 0) -> Optional[DeviceMesh]:
+    """The 1-D "tp" mesh over which `layer_idx`'s parameters are split or replicated;
+    None without a layout (parameters are plain tensors)."""
+    util = get_dist_util()
+    return _stage_tp_mesh(util, get_layer_stage_id(layer_idx)) if util.mesh is not None else None
 
 
-def get_shared_tp_mesh(layer_idx: int = 0) -> DeviceMesh:
+def get_shared_tp_mesh(layer_idx: int = 0) -> Optional[DeviceMesh]:
     """The "tp" mesh of a weight that both its own stage and the last stage use (LiBai's
     word embeddings, read again by the tied LM head): on a last-stage rank the last
     stage's, elsewhere the one of `layer_idx`'s stage.
@@ -379,19 +407,20 @@ def sync_first_last_grads(params) -> None:
             dist.all_reduce(_local(p.grad), group=group)
 
 
-def get_stage_placement(stage: int) -> DeviceMesh:
-    """The ("dp", "tp") mesh of pipeline stage `stage` (-1: the last stage)."""
-    return get_dist_util().stage_meshes[stage]
+def get_stage_placement(stage: int) -> Optional[DeviceMesh]:
+    """The ("dp", "tp") mesh of pipeline stage `stage` (-1: the last stage); None without a layout."""
+    util = get_dist_util()
+    return util.stage_meshes[stage] if util.mesh is not None else None
 
 
 def get_tensor_parallel_group() -> dist.ProcessGroup:
     """The process group over this rank's tensor-parallel peers (same stage and dp rank)."""
-    return get_dist_util().mesh.get_group("tp")
+    return get_dist_util().group("tp")
 
 
 def get_pipeline_parallel_group() -> dist.ProcessGroup:
     """The process group over the ranks that share this rank's (dp, tp) coordinates."""
-    return get_dist_util().mesh.get_group("pp")
+    return get_dist_util().group("pp")
 
 
 _SBP_TO_PLACEMENT = {"broadcast": Replicate, "partial_sum": Partial}
@@ -424,7 +453,7 @@ def get_hidden_sbp() -> list[Placement]:
 
 def get_data_parallel_group() -> dist.ProcessGroup:
     """The process group over the data-parallel ranks of this (stage, tp) position."""
-    return get_dist_util().mesh.get_group("dp")
+    return get_dist_util().group("dp")
 
 
 def get_device() -> torch.device:
@@ -563,8 +592,12 @@ class _ScatterToRegion(torch.autograd.Function):
         return _all_gather_last_dim(grad, ctx.group), None
 
 
-def _tp_group(group):
-    return group if group is not None else get_tensor_parallel_group()
+def _tp_group(group) -> Optional[dist.ProcessGroup]:
+    """`group`, else this rank's tensor-parallel group; None when there is nothing to
+    communicate with (one tensor-parallel rank), so no layout is needed."""
+    if group is not None:
+        return group if dist.get_world_size(group) > 1 else None
+    return get_tensor_parallel_group() if get_tensor_parallel_size() > 1 else None
 
 
 def copy_to_tensor_parallel_region(x: torch.Tensor, group=None) -> torch.Tensor:
@@ -573,25 +606,25 @@ def copy_to_tensor_parallel_region(x: torch.Tensor, group=None) -> torch.Tensor:
     Goes in front of a column-parallel layer whose input is replicated over "tp".
     """
     group = _tp_group(group)
-    return x if dist.get_world_size(group) == 1 else _CopyToRegion.apply(x, group)
+    return x if group is None else _CopyToRegion.apply(x, group)
 
 
 def reduce_from_tensor_parallel_region(x: torch.Tensor, group=None) -> torch.Tensor:
     """Sum over tensor-parallel ranks forward; identity backward (after a row-parallel matmul)."""
     group = _tp_group(group)
-    return x if dist.get_world_size(group) == 1 else _ReduceFromRegion.apply(x, group)
+    return x if group is None else _ReduceFromRegion.apply(x, group)
 
 
 def gather_from_tensor_parallel_region(x: torch.Tensor, group=None) -> torch.Tensor:
     """Concatenate the last dimension over tensor-parallel ranks; backward keeps this rank's part."""
     group = _tp_group(group)
-    return x if dist.get_world_size(group) == 1 else _GatherFromRegion.apply(x, group)
+    return x if group is None else _GatherFromRegion.apply(x, group)
 
 
 def scatter_to_tensor_parallel_region(x: torch.Tensor, group=None) -> torch.Tensor:
     """Keep this rank's chunk of the last dimension; backward concatenates the gradients."""
     group = _tp_group(group)
-    return x if dist.get_world_size(group) == 1 else _ScatterToRegion.apply(x, group)
+    return x if group is None else _ScatterToRegion.apply(x, group)
 
 
 # --------------------------------------------------------------------------------------
