@@ -67,7 +67,7 @@ import torch.nn.functional as F  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from torch import nn  # noqa: E402
 
-from libai.config import LazyCall, get_config  # noqa: E402
+from libai.config import LazyCall, get_config, merge_update  # noqa: E402
 from libai.data.build import build_nlp_train_loader  # noqa: E402
 from libai.engine import DefaultTrainer, default_setup  # noqa: E402
 from libai.utils import distributed as dist  # noqa: E402
@@ -274,7 +274,9 @@ def build_config(shape: Shape, output_dir: str, total_iters: int, compiled: bool
         dataset=[LazyCall(SyntheticTokens)(size=DATASET_SIZE, seq_length=shape.seq, vocab_size=shape.vocab)],
         num_workers=0,  # in-memory data: worker processes would only compete for the cores
     )
-    cfg.train.update(
+    # merge_update: evaluation= and checkpointer= change one key each and keep the rest.
+    merge_update(
+        cfg.train,
         dict(
             output_dir=output_dir,
             train_micro_batch_size=shape.batch,

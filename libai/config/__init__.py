@@ -1,16 +1,19 @@
 """LiBai's lazy configs: record calls in Python config files, build them later.
 
-    from libai.config import LazyCall, LazyConfig, instantiate, get_config
+    from libai.config import LazyCall, LazyConfig, instantiate, get_config, merge_update
 
     train = get_config("common/train.py").train      # packaged defaults
-    train.update(dict(dist=dict(tensor_parallel_size=2)))   # merges, keeps other keys
+    merge_update(train, dict(dist=dict(tensor_parallel_size=2)))   # keeps other dist keys
     cfg = LazyConfig.load("projects/mnist/config.py")
     LazyConfig.apply_overrides(cfg, ["train.train_iter=100"])
     model = instantiate(cfg.model)
+
+Inside a config file `train.update(dict(...))` merges the same way (only while
+`LazyConfig.load` runs the file; importing libai leaves OmegaConf unchanged).
 """
 from .config import configurable, get_config, packaged_config_dirs, try_get_key
 from .instantiate import instantiate, locate
-from .lazy import ConfigKeyError, ConfigKeyWarning, ConfigOverrideError, LazyCall, LazyConfig
+from .lazy import ConfigKeyError, ConfigKeyWarning, ConfigOverrideError, LazyCall, LazyConfig, merge_update
 
 __all__ = [
     "LazyCall",
@@ -21,6 +24,7 @@ __all__ = [
     "packaged_config_dirs",
     "configurable",
     "try_get_key",
+    "merge_update",
     "ConfigKeyError",
     "ConfigOverrideError",
     "ConfigKeyWarning",

@@ -6,18 +6,25 @@ config; `LazyCall(Cls)(**kwargs)` records `Cls(**kwargs)` as a `DictConfig` with
 imports (`from .common.train import train`); every `LazyConfig.load` runs the files
 afresh, so two loads never share objects.
 
-`DictConfig.update` merges. Importing this module replaces `DictConfig.update` (which,
-from `MutableMapping`, replaces nested groups wholesale) with a merging version, so that
+Inside config files `train.update(...)` merges. While `LazyConfig.load` runs a config
+file (and the files it imports, `get_config(...)` included), `DictConfig.update` (which,
+from `MutableMapping`, replaces nested groups wholesale) is swapped for a merging version
+in the loading thread, so that
 
     train.update(dict(dist=dict(tensor_parallel_size=2)))
 
 changes one key of `train.dist` and keeps the other defaults, whether `train` came from
-`from .common.train import train` or from `get_config("common/train.py").train`. A key
-that the group does not have is added with a `ConfigKeyWarning` naming the nearest
-existing key (a typo would otherwise be silently ignored by the trainer). Inside a
-LazyCall node (a recorded call, whose keyword arguments may have any name) `update` sets
-each given argument as `dict.update` does, without warnings; a value that is itself a
-LazyCall node always replaces the old value (its arguments belong to another callable).
+`from .common.train import train` or from `get_config("common/train.py").train`. The swap
+is undone when the load returns: importing libai changes nothing in OmegaConf, and after a
+load `DictConfig.update` is OmegaConf's own again. Outside config files, `merge_update(node,
+dict(...))` merges the same way, explicitly.
+
+The merging rules: a key that the group does not have is added with a `ConfigKeyWarning`
+naming the nearest existing key (a typo would otherwise be silently ignored by the
+trainer). Inside a LazyCall node (a recorded call, whose keyword arguments may have any
+name) `update` sets each given argument as `dict.update` does, without warnings; a value
+that is itself a LazyCall node always replaces the old value (its arguments belong to
+another callable).
 """
 from __future__ import annotations
 
@@ -44,7 +51,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .instantiate import TARGET_KEY, _node_path, is_lazy_node, locate, target_to_string
 
-__all__ = ["LazyCall", "LazyConfig", "ConfigKeyError", "ConfigKeyWarning", "nearest_key"]
+__all__ = ["LazyCall", "LazyConfig", "ConfigKeyError", "ConfigKeyWarning", "merge_update", "nearest_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -207,23 +214,39 @@ def _merge_into(node: DictConfig, pairs: list, notes: list) -> None:
             node[key] = value
 
 
-def _merging_update(self: DictConfig, other: Any = (), /, **kwargs: Any) -> None:
-    """`DictConfig.update` that merges nested groups (see the module docstring)."""
+def _merge_and_warn(node: DictConfig, other: Any, kwargs: Mapping, stacklevel: int) -> None:
+    """Merge, then warn about added keys at `stacklevel` (counted from this function)."""
     notes: list = []
-    _merge_into(self, _update_pairs(other, kwargs), notes)
+    _merge_into(node, _update_pairs(other, kwargs), notes)
     for note in notes:
-        warnings.warn(note, ConfigKeyWarning, stacklevel=2)
+        warnings.warn(note, ConfigKeyWarning, stacklevel=stacklevel + 1)
 
 
-def _install_merging_update() -> None:
-    """Make `DictConfig.update` merge (once per process)."""
-    if getattr(DictConfig.update, "_libai_merging", False):
+def merge_update(node: DictConfig, other: Any = (), /, **kwargs: Any) -> DictConfig:
+    """`node.update(other, **kwargs)` that merges nested groups; returns `node`.
+
+    What `train.update(dict(...))` does inside a config file, for code outside one:
+    `merge_update(train, dict(dist=dict(tensor_parallel_size=2)))` changes one key of
+    `train.dist` and keeps the others. The rules (warnings for added keys, LazyCall nodes)
+    are in the module docstring.
+    """
+    if not isinstance(node, DictConfig):
+        raise TypeError(f"merge_update() merges into a DictConfig, got {type(node).__name__}")
+    _merge_and_warn(node, other, kwargs, stacklevel=2)
+    return node
+
+
+def _config_file_update(self: DictConfig, other: Any = (), /, **kwargs: Any) -> None:
+    """`DictConfig.update` while configs load: merges in the loading thread only.
+
+    Other threads keep OmegaConf's own `update` even during a load, so a config load in
+    one thread never changes what OmegaConf code in another thread does.
+    """
+    if threading.get_ident() != _loading_thread:
+        assert _original_update is not None
+        _original_update(self, other, **kwargs)
         return
-    _merging_update._libai_merging = True  # type: ignore[attr-defined]
-    DictConfig.update = _merging_update  # type: ignore[method-assign,assignment]
-
-
-_install_merging_update()
+    _merge_and_warn(self, other, kwargs, stacklevel=2)
 
 
 # --------------------------------------------------------------------------------------
@@ -238,6 +261,13 @@ _active_packages: dict = {}
 _import_lock = threading.RLock()
 _patch_depth = 0
 _original_import: Optional[Callable[..., Any]] = None
+# What `_config_file_patches` swaps out, to put back: DictConfig's own `update` (from
+# its class dict, where `_MISSING` means it is inherited from `MutableMapping`) and the
+# function itself (for threads other than the loading one).
+_MISSING = object()
+_saved_update_attr: Any = _MISSING
+_original_update: Optional[Callable[..., Any]] = None
+_loading_thread: Optional[int] = None
 
 
 class _ConfigFileLoader:
@@ -378,20 +408,46 @@ def _packaged_root_with(parts: list) -> Optional[Path]:
 
 
 @contextmanager
-def _patched_import() -> Iterator[None]:
-    """Route imports made by config files through `_config_import` (re-entrant)."""
-    global _patch_depth, _original_import
+def _config_file_patches() -> Iterator[None]:
+    """While config files run: their imports go through `_config_import` and
+    `DictConfig.update` merges (in this thread). Re-entrant; both are restored on exit.
+
+    The lock is held for the whole load, so one thread loads at a time and a load started
+    from a config file (`get_config`, `LazyConfig.load_rel`) nests in the same patches.
+    """
+    global _patch_depth
     with _import_lock:
         if _patch_depth == 0:
-            _original_import = builtins.__import__
-            builtins.__import__ = _config_import
+            _install_patches()
         _patch_depth += 1
         try:
             yield
         finally:
             _patch_depth -= 1
             if _patch_depth == 0:
-                builtins.__import__ = _original_import
+                _remove_patches()
+
+
+def _install_patches() -> None:
+    """Swap in the config-file `__import__` and `update` (outermost load only)."""
+    global _original_import, _original_update, _saved_update_attr, _loading_thread
+    _original_import = builtins.__import__
+    _saved_update_attr = DictConfig.__dict__.get("update", _MISSING)
+    _original_update = DictConfig.update
+    _loading_thread = threading.get_ident()
+    builtins.__import__ = _config_import
+    DictConfig.update = _config_file_update  # type: ignore[method-assign,assignment]
+
+
+def _remove_patches() -> None:
+    """Put back exactly what `_install_patches` found."""
+    global _loading_thread
+    builtins.__import__ = _original_import
+    if _saved_update_attr is _MISSING:
+        del DictConfig.update  # inherited again from MutableMapping
+    else:
+        DictConfig.update = _saved_update_attr  # type: ignore[method-assign]
+    _loading_thread = None
 
 
 # --------------------------------------------------------------------------------------
@@ -764,7 +820,7 @@ class LazyConfig:
 
 def _load_python(path: Path) -> DictConfig:
     loader = _ConfigFileLoader()
-    with _patched_import():
+    with _config_file_patches():
         try:
             module = loader.run_file(path)
         finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from libai.config import ConfigKeyWarning, LazyConfig, get_config, instantiate
+from libai.config import ConfigKeyWarning, LazyConfig, get_config, instantiate, merge_update
 
 
 def test_train_defaults() -> None:
@@ -75,13 +75,13 @@ def test_common_configs_instantiate() -> None:
 
 def test_train_update_merges_and_warns() -> None:
     train = get_config("common/train.py").train
-    train.update(dict(train_micro_batch_size=8, dist=dict(tensor_parallel_size=2)))
+    merge_update(train, dict(train_micro_batch_size=8, dist=dict(tensor_parallel_size=2)))
     assert train.train_micro_batch_size == 8
     assert train.dist.tensor_parallel_size == 2 and train.dist.pipeline_parallel_size == 1
     assert "custom_pipeline_stage_id" in train.dist
     expected = r"'train.dist.pipline_parallel_size'.*nearest existing key is 'train.dist.pipeline_parallel_size'"
     with pytest.warns(ConfigKeyWarning, match=expected):
-        train.update(dict(dist=dict(pipline_parallel_size=2)))
+        merge_update(train, dict(dist=dict(pipline_parallel_size=2)))
     assert get_config("common/train.py").train.dist.tensor_parallel_size == 1  # fresh each call
 
 
