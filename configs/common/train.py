@@ -4,8 +4,9 @@
     train.update(dict(train_micro_batch_size=16, dist=dict(tensor_parallel_size=2)))
     train.amp.enabled = True
 
-`update` merges nested groups (other keys keep these defaults) and warns about a key that
-does not exist here. Values derived at run time (train.samples, warmup_iter, the actual
+In a config file `update` merges nested groups (other keys keep these defaults) and warns
+about a key that does not exist here; elsewhere `libai.config.merge_update(train, dict(...))`
+does the same. Values derived at run time (train.samples, warmup_iter, the actual
 data parallel size, ...) are written into the output's config.yaml.
 """
 from libai.config import LazyCall
@@ -33,7 +34,10 @@ train = dict(
     amp=dict(enabled=False, dtype=None),
     # Recompute each TransformerLayer's activations in backward to save memory.
     activation_checkpoint=dict(enabled=False),
-    # OneFlow NCCL fusion settings: accepted and ignored (PyTorch buckets gradients itself).
+    # OneFlow NCCL fusion settings: accepted and ignored. There is nothing to fuse: without
+    # ZeRO, the reducer from libai.utils.distributed.make_gradient_reducer sums each step's
+    # micro-batch gradients in one flat float64 buffer (exact in practice) and all-reduces
+    # it once over the data-parallel ranks (ZeRO reduces in float64 through FSDP2 instead).
     nccl_fusion_threshold_mb=16,
     nccl_fusion_max_ops=24,
     # ZeRO: stage 1 shards optimizer state, 2 also gradients, 3 also parameters.
