@@ -345,3 +345,22 @@ def test_build_default_scheduler_from_packaged_train_config():
     assert lrs[5] == pytest.approx(0.001 + 0.999 * 0.5)
     assert lrs[50] == pytest.approx(ref_cosine(1.0, 50, 100, 0.01))
     assert lrs[100] == pytest.approx(0.01)
+
+
+def test_warmup_is_one_shared_object():
+    """`Warmup` holds the warm-up of all six schedulers; its numbers are the formula's."""
+    from libai.scheduler import Warmup
+
+    linear = Warmup(0.2, 4)
+    assert [linear.multiplier(s) for s in range(4)] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert linear.covers(3) and not linear.covers(4)
+    assert Warmup(0.25, 3, "constant").multiplier(2) == 0.25
+    assert not Warmup(0.5, 0).covers(0)  # iters 0: no warm-up
+    assert Warmup(0.5, 10.0).iters == 10 and isinstance(Warmup(0.5, 10.0).iters, int)
+    for args, match in [((0.1, -1), "warmup_iter"), ((-0.1, 2), "warmup_factor"), ((0.1, 2, "exp"), "warmup_method")]:
+        with pytest.raises(ValueError, match=match):
+            Warmup(*args)
+    for name, make, _ in CASES:
+        sched = make(make_optimizer(), 0.25, 10, "constant")
+        assert sched.warmup == Warmup(0.25, 10, "constant"), name
+        assert (sched.warmup_factor, sched.warmup_iter, sched.warmup_method) == (0.25, 10, "constant")

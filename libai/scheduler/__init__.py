@@ -1,6 +1,7 @@
 """Learning-rate schedulers with warmup (LiBai names and semantics) on torch.optim."""
 
 from .lr_scheduler import (
+    Warmup,
     WarmupCosineAnnealingLR,
     WarmupCosineLR,
     WarmupExponentialLR,
@@ -11,6 +12,7 @@ from .lr_scheduler import (
 )
 
 __all__ = [
+    "Warmup",
     "WarmupCosineLR",
     "WarmupCosineAnnealingLR",
     "WarmupStepLR",

@@ -11,6 +11,11 @@ schedule in OneFlow's ``WarmUpLR``:
   ``warmup_iter`` values);
 * ``warmup_iter == 0`` means no warmup at all.
 
+That warm-up is one object, ``Warmup(factor, iters, method)``, which every scheduler here
+builds from its ``warmup_factor``, ``warmup_iter`` and ``warmup_method`` arguments; each
+class adds only its post-warm-up schedule (``_schedule_lr``). The arguments stay spelled
+out in each constructor because LiBai's positional orders differ between the classes.
+
 Each class computes its learning rate in closed form from ``last_epoch`` (the number of
 ``step()`` calls since construction), so the value at an iteration never depends on the
 history of float round-off, and a resumed scheduler gives exactly the values an
@@ -23,12 +28,14 @@ import bisect
 import logging
 import math
 from numbers import Integral, Real
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional, Sequence
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 __all__ = [
+    "Warmup",
     "WarmupCosineLR",
     "WarmupCosineAnnealingLR",
     "WarmupStepLR",
@@ -73,12 +80,52 @@ def _check_number(
     return float(value)
 
 
+@dataclass(frozen=True)
+class Warmup:
+    """LiBai's warm-up (OneFlow's ``WarmUpLR``), shared by every scheduler here.
+
+    For ``step < iters`` the learning rate is ``base_lr * multiplier(step)``; from ``iters``
+    on the scheduler's own schedule takes over. ``iters == 0`` means no warm-up.
+
+    Args:
+        factor: the multiplier at step 0 (``warmup_factor``), >= 0.
+        iters: the number of warm-up steps (``warmup_iter``), a whole number >= 0.
+        method: "linear" (the multiplier rises from ``factor`` to 1 at ``iters``) or
+            "constant" (it stays ``factor``) (``warmup_method``).
+    """
+
+    factor: float
+    iters: int
+    method: str = "linear"
+
+    def __post_init__(self) -> None:
+        # Errors name the scheduler arguments, which is what a user sets in a config.
+        object.__setattr__(self, "iters", _check_int("warmup_iter", self.iters, 0))
+        object.__setattr__(self, "factor", _check_number("warmup_factor", self.factor, 0.0))
+        if self.method not in _WARMUP_METHODS:
+            raise ValueError(f"warmup_method must be one of {_WARMUP_METHODS}, got {self.method!r}")
+
+    def covers(self, step: int) -> bool:
+        """Whether ``step`` is still in the warm-up."""
+        return step < self.iters
+
+    def multiplier(self, step: int) -> float:
+        """The multiplier of ``base_lr`` at ``step`` (a step the warm-up covers)."""
+        if self.method == "constant":
+            return self.factor
+        alpha = step / self.iters
+        return self.factor + (1.0 - self.factor) * alpha
+
+
 class _WarmupScheduler(LRScheduler):
-    """Base class: a warmup phase followed by a closed-form schedule ``_schedule_lr``.
+    """Base class: a ``Warmup`` followed by a closed-form schedule ``_schedule_lr``.
 
     Subclasses set their own hyperparameters, then call ``super().__init__`` and implement
-    ``_schedule_lr(base_lr, step)``.
+    ``_schedule_lr(base_lr, step)``. A subclass whose schedule divides by ``max_iter`` names
+    what ``max_iter`` is to it in ``_max_iter_is`` (then ``max_iter`` must be > 0).
     """
+
+    _max_iter_is: ClassVar[Optional[str]] = None
 
     def __init__(
         self,
@@ -90,13 +137,9 @@ class _WarmupScheduler(LRScheduler):
         last_epoch: int = -1,
     ) -> None:
         self.max_iter = _check_int("max_iter", max_iter, 0)
-        self.warmup_iter = _check_int("warmup_iter", warmup_iter, 0)
-        self.warmup_factor = _check_number("warmup_factor", warmup_factor, 0.0)
-        if warmup_method not in _WARMUP_METHODS:
-            raise ValueError(
-                f"warmup_method must be one of {_WARMUP_METHODS}, got {warmup_method!r}"
-            )
-        self.warmup_method = warmup_method
+        if self._max_iter_is is not None and self.max_iter == 0:
+            raise ValueError(f"max_iter must be > 0 for {type(self).__name__} (it is {self._max_iter_is})")
+        self.warmup = Warmup(warmup_factor, warmup_iter, warmup_method)
         if self.warmup_iter > self.max_iter:
             # LiBai warns too: the wrapped schedule is never reached, which is rarely meant.
             logger.warning(
@@ -106,22 +149,31 @@ class _WarmupScheduler(LRScheduler):
             )
         super().__init__(optimizer, last_epoch)
 
+    # The scheduler arguments, as LiBai's schedulers expose them.
+    @property
+    def warmup_factor(self) -> float:
+        """The warm-up's multiplier at step 0."""
+        return self.warmup.factor
+
+    @property
+    def warmup_iter(self) -> int:
+        """The number of warm-up steps."""
+        return self.warmup.iters
+
+    @property
+    def warmup_method(self) -> str:
+        """The warm-up method: "linear" or "constant"."""
+        return self.warmup.method
+
     # ------------------------------------------------------------------ schedule
     def _schedule_lr(self, base_lr: Any, step: int) -> Any:
         """Learning rate of the wrapped (post-warmup) schedule at global ``step``."""
         raise NotImplementedError
 
-    def _warmup_multiplier(self, step: int) -> float:
-        """Multiplier applied to ``base_lr`` during warmup (``step < warmup_iter``)."""
-        if self.warmup_method == "constant":
-            return self.warmup_factor
-        alpha = step / self.warmup_iter
-        return self.warmup_factor + (1.0 - self.warmup_factor) * alpha
-
     def lr_at(self, step: int, base_lr: Any) -> Any:
         """Closed-form learning rate for one parameter group at iteration ``step``."""
-        if step < self.warmup_iter:
-            return base_lr * self._warmup_multiplier(step)
+        if self.warmup.covers(step):
+            return base_lr * self.warmup.multiplier(step)
         return self._schedule_lr(base_lr, step)
 
     def get_lr(self) -> list[Any]:
@@ -186,11 +238,11 @@ class WarmupCosineLR(_WarmupScheduler):
     Args:
         optimizer: wrapped optimizer.
         max_iter: total training iterations (the decay length).
-        warmup_factor: lr multiplier at iteration 0 of the warmup.
-        warmup_iter: number of warmup iterations (0: no warmup).
+        warmup_factor, warmup_iter, warmup_method: the ``Warmup`` (factor, iters, method).
         alpha: final lr as a fraction of ``base_lr``.
-        warmup_method: "linear" (multiplier rises to 1) or "constant".
     """
+
+    _max_iter_is = "the decay length"
 
     def __init__(
         self,
@@ -203,8 +255,6 @@ class WarmupCosineLR(_WarmupScheduler):
         last_epoch: int = -1,
     ) -> None:
         self.alpha = _check_number("alpha", alpha, 0.0, 1.0)
-        if _check_int("max_iter", max_iter, 0) == 0:
-            raise ValueError("max_iter must be > 0 for WarmupCosineLR (it is the decay length)")
         super().__init__(optimizer, max_iter, warmup_factor, warmup_iter, warmup_method, last_epoch)
 
     def _schedule_lr(self, base_lr: Any, step: int) -> Any:
@@ -225,11 +275,11 @@ class WarmupCosineAnnealingLR(_WarmupScheduler):
     Args:
         optimizer: wrapped optimizer.
         max_iter: total training iterations (half a cosine period).
-        warmup_factor: lr multiplier at iteration 0 of the warmup.
-        warmup_iter: number of warmup iterations (0: no warmup).
+        warmup_factor, warmup_iter, warmup_method: the ``Warmup`` (factor, iters, method).
         eta_min: minimum learning rate.
-        warmup_method: "linear" or "constant".
     """
+
+    _max_iter_is = "T_max"
 
     def __init__(
         self,
@@ -242,8 +292,6 @@ class WarmupCosineAnnealingLR(_WarmupScheduler):
         last_epoch: int = -1,
     ) -> None:
         self.eta_min = _check_number("eta_min", eta_min, 0.0)
-        if _check_int("max_iter", max_iter, 0) == 0:
-            raise ValueError("max_iter must be > 0 for WarmupCosineAnnealingLR (it is T_max)")
         super().__init__(optimizer, max_iter, warmup_factor, warmup_iter, warmup_method, last_epoch)
 
     def _schedule_lr(self, base_lr: Any, step: int) -> Any:
@@ -261,9 +309,7 @@ class WarmupStepLR(_WarmupScheduler):
         max_iter: total training iterations (checked against warmup only).
         step_size: decay period in iterations.
         gamma: multiplicative decay factor.
-        warmup_factor: lr multiplier at iteration 0 of the warmup.
-        warmup_iter: number of warmup iterations (0: no warmup).
-        warmup_method: "linear" or "constant".
+        warmup_factor, warmup_iter, warmup_method: the ``Warmup`` (factor, iters, method).
     """
 
     def __init__(
@@ -331,9 +377,7 @@ class WarmupMultiStepLR(_WarmupScheduler):
         max_iter: total training iterations.
         milestones: increasing iterations or ratios of ``max_iter``.
         gamma: multiplicative decay factor.
-        warmup_factor: lr multiplier at iteration 0 of the warmup.
-        warmup_iter: number of warmup iterations (0: no warmup).
-        warmup_method: "linear" or "constant".
+        warmup_factor, warmup_iter, warmup_method: the ``Warmup`` (factor, iters, method).
     """
 
     def __init__(
@@ -362,9 +406,7 @@ class WarmupExponentialLR(_WarmupScheduler):
         optimizer: wrapped optimizer.
         max_iter: total training iterations (checked against warmup only).
         gamma: multiplicative decay factor per iteration.
-        warmup_factor: lr multiplier at iteration 0 of the warmup.
-        warmup_iter: number of warmup iterations (0: no warmup).
-        warmup_method: "linear" or "constant".
+        warmup_factor, warmup_iter, warmup_method: the ``Warmup`` (factor, iters, method).
     """
 
     def __init__(
@@ -398,13 +440,13 @@ class WarmupPolynomialLR(_WarmupScheduler):
     Args:
         optimizer: wrapped optimizer.
         max_iter: total training iterations (the decay length).
-        warmup_factor: lr multiplier at iteration 0 of the warmup.
-        warmup_iter: number of warmup iterations (0: no warmup).
+        warmup_factor, warmup_iter, warmup_method: the ``Warmup`` (factor, iters, method).
         end_learning_rate: final (absolute) learning rate.
         power: exponent of the polynomial.
         cycle: restart the decay every ``max_iter`` iterations.
-        warmup_method: "linear" or "constant".
     """
+
+    _max_iter_is = "the decay length"
 
     def __init__(
         self,
@@ -421,8 +463,6 @@ class WarmupPolynomialLR(_WarmupScheduler):
         self.end_learning_rate = _check_number("end_learning_rate", end_learning_rate, 0.0)
         self.power = _check_number("power", power, 0.0)
         self.cycle = bool(cycle)
-        if _check_int("max_iter", max_iter, 0) == 0:
-            raise ValueError("max_iter must be > 0 for WarmupPolynomialLR (it is the decay length)")
         super().__init__(optimizer, max_iter, warmup_factor, warmup_iter, warmup_method, last_epoch)
 
     def _schedule_lr(self, base_lr: Any, step: int) -> Any:
