@@ -6,7 +6,7 @@ tensor-parallel ranks, and computes on this rank's local activations.
 """
 from .attention import AttnMaskType, MultiheadAttention
 from .cross_entropy import ParallelCrossEntropyLoss
-from .embedding import Embedding, VocabEmbedding
+from .embedding import Embedding, TokenPositionEmbedding, VocabEmbedding
 from .kv_cache import KVCache
 from .layer_norm import LayerNorm, RMSLayerNorm
 from .linear import Linear, Linear1D
@@ -27,6 +27,7 @@ __all__ = [
     "MultiheadAttention",
     "ParallelCrossEntropyLoss",
     "RMSLayerNorm",
+    "TokenPositionEmbedding",
     "TransformerLayer",
     "VocabEmbedding",
     "enable_activation_checkpointing",

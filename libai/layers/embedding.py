@@ -1,4 +1,5 @@
-"""Word embeddings split over the vocabulary (`VocabEmbedding`) and replicated ones (`Embedding`)."""
+"""Word embeddings split over the vocabulary (`VocabEmbedding`), replicated ones (`Embedding`),
+and the token + position input embedding of GPT-2 and T5 (`TokenPositionEmbedding`)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -143,3 +144,73 @@ class VocabEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return _repr(self)
+
+
+class TokenPositionEmbedding(nn.Module):
+    """Token embeddings split over the vocabulary plus learned absolute position embeddings,
+    summed, then dropout: the input embedding of GPT-2 and of LiBai's T5 (whose encoder
+    and decoder share one instance).
+
+    LiBai's checkpoints name the token table after the model
+    (`GPT_model.embeddings.token_embeddings`, `t5_model.embedding.word_embeddings`), so it
+    is registered under `token_table`; checkpoints, Hugging Face name maps and tied LM
+    heads find it by that name (or as `tokens`).
+
+    Args:
+        vocab_size: vocabulary size (must divide by the tensor-parallel size).
+        hidden_size: embedding size.
+        max_positions: number of positions.
+        init_method: initialiser of both tables.
+        dropout_prob: dropout on the sum.
+        amp_enabled: accepted for LiBai compatibility (autocast picks the dtype).
+        token_table: the token table's attribute (and checkpoint) name.
+        max_positions_key: the config key that sets `max_positions`, named in the error
+            for a too-long input.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int,
+        max_positions: int,
+        init_method: InitMethod = nn.init.xavier_normal_,
+        dropout_prob: float = 0.0,
+        amp_enabled: bool = False,
+        *,
+        token_table: str = "word_embeddings",
+        max_positions_key: str = "max_positions",
+    ) -> None:
+        super().__init__()
+        if token_table in ("position_embeddings", "dropout"):
+            raise ValueError(f"token_table {token_table!r} is the name of another submodule; choose another name")
+        self.max_positions = max_positions
+        self.max_positions_key = max_positions_key
+        self.token_table = token_table
+        # The token table is made first: the order of the RNG draws is LiBai's.
+        tokens = VocabEmbedding(vocab_size, hidden_size, init_method=init_method, amp_enabled=amp_enabled, layer_idx=0)
+        self.add_module(token_table, tokens)
+        self.position_embeddings = Embedding(
+            max_positions, hidden_size, init_method=init_method, amp_enabled=amp_enabled, layer_idx=0
+        )
+        self.dropout = nn.Dropout(dropout_prob)
+
+    @property
+    def tokens(self) -> VocabEmbedding:
+        """The token table, whatever `token_table` named it."""
+        return getattr(self, self.token_table)
+
+    def forward(
+        self, input_ids: torch.Tensor, past_length: int = 0, position_ids: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Embeddings [b, s, hidden] of `input_ids` [b, s] at `position_ids` [b, s] (default:
+        positions past_length .. past_length+s-1)."""
+        input_ids = to_local(input_ids)
+        end = past_length + input_ids.shape[-1]
+        if end > self.max_positions:
+            key = self.max_positions_key
+            raise ValueError(
+                f"input reaches position {end} but {key} is {self.max_positions}: shorten the sequence or raise {key}"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(past_length, end, device=input_ids.device)
+        return self.dropout(self.tokens(input_ids) + self.position_embeddings(to_local(position_ids)))

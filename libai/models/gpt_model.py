@@ -17,67 +17,18 @@ from libai.config import configurable
 from libai.inference.generation import GenerationMixin
 from libai.layers import (
     AttnMaskType,
-    Embedding,
     LayerNorm,
     LMLogits,
     ParallelCrossEntropyLoss,
     KVCache,
+    TokenPositionEmbedding,
     TransformerLayer,
-    VocabEmbedding,
 )
 from libai.layers.utils import InitMethod, to_local
 from libai.utils import distributed as dist
 
 from .utils.config_args import init_kwargs_from_config
 from .utils.weight_init import init_method_normal, scaled_init_method_normal
-
-
-class GPTEmbedding(nn.Module):
-    """Token embeddings (split over the vocabulary) plus learned position embeddings, then dropout.
-
-    Args:
-        vocab_size: vocabulary size (must divide by the tensor-parallel size).
-        hidden_size: embedding size.
-        max_seq_length: number of positions.
-        init_method: initialiser of both tables.
-        embedding_dropout_prob: dropout on the sum.
-        amp_enabled: accepted for LiBai compatibility (autocast picks the dtype).
-    """
-
-    def __init__(
-        self,
-        vocab_size: int,
-        hidden_size: int,
-        max_seq_length: int,
-        init_method: InitMethod = nn.init.xavier_normal_,
-        embedding_dropout_prob: float = 0.0,
-        amp_enabled: bool = False,
-    ) -> None:
-        super().__init__()
-        self.max_seq_length = max_seq_length
-        self.token_embeddings = VocabEmbedding(
-            vocab_size, hidden_size, init_method=init_method, amp_enabled=amp_enabled, layer_idx=0
-        )
-        self.position_embeddings = Embedding(
-            max_seq_length, hidden_size, init_method=init_method, amp_enabled=amp_enabled, layer_idx=0
-        )
-        self.dropout = nn.Dropout(embedding_dropout_prob)
-
-    def forward(
-        self, input_ids: torch.Tensor, past_length: int = 0, position_ids: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
-        """Embeddings [b, s, hidden] of `input_ids` [b, s] at `position_ids` [b, s] (default:
-        positions past_length .. past_length+s-1)."""
-        input_ids = to_local(input_ids)
-        end = past_length + input_ids.shape[-1]
-        if end > self.max_seq_length:
-            raise ValueError(
-                f"GPT input reaches position {end} but max_seq_length is {self.max_seq_length}: "
-                f"shorten the sequence or raise max_seq_length"
-            )
-        if position_ids is None:
-            position_ids = torch.arange(past_length, end, device=input_ids.device)
-        return self.dropout(self.token_embeddings(input_ids) + self.position_embeddings(to_local(position_ids)))
 
 
 class Transformer(nn.Module):
@@ -216,13 +167,15 @@ class GPTModel(nn.Module):
             if use_scaled_init_for_output_weights
             else init_method
         )
-        self.embeddings = GPTEmbedding(
+        self.embeddings = TokenPositionEmbedding(
             vocab_size,
             hidden_size,
             max_seq_length,
             init_method=init_method,
-            embedding_dropout_prob=embedding_dropout_prob,
+            dropout_prob=embedding_dropout_prob,
             amp_enabled=amp_enabled,
+            token_table="token_embeddings",  # LiBai's name: GPT_model.embeddings.token_embeddings
+            max_positions_key="max_seq_length",
         )
         self.transformer = Transformer(
             hidden_layers,
@@ -319,7 +272,7 @@ class GPTForPreTraining(nn.Module, GenerationMixin):
     @property
     def generation_max_positions(self) -> int:
         """The number of positions the model can attend over (`max_seq_length`)."""
-        return self.GPT_model.embeddings.max_seq_length
+        return self.GPT_model.embeddings.max_positions
 
     def forward(
         self,

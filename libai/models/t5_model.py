@@ -24,14 +24,13 @@ from libai.config import configurable
 from libai.inference.generation import GenerationMixin
 from libai.layers import (
     AttnMaskType,
-    Embedding,
     LayerNorm,
     LMLogits,
     ParallelCrossEntropyLoss,
+    TokenPositionEmbedding,
     TransformerLayer,
-    VocabEmbedding,
 )
-from libai.layers.utils import InitMethod, to_local
+from libai.layers.utils import to_local
 from libai.utils import distributed as dist
 
 from .utils.config_args import init_kwargs_from_config
@@ -54,54 +53,6 @@ def extended_attn_mask(attention_mask: Optional[torch.Tensor], name: str) -> Opt
         raise ValueError(f"T5 {name} must be [batch, query, key] (1 = attend), got shape {tuple(mask.shape)}")
     mask = mask if mask.dtype == torch.bool else mask > 0.5
     return mask.unsqueeze(1) if mask.dim() == 3 else mask
-
-
-class T5Embedding(nn.Module):
-    """Word (vocabulary-parallel) + learned position embeddings, then dropout; one instance
-    embeds both the encoder and the decoder input.
-
-    Args:
-        hidden_size: embedding size.
-        vocab_size: vocabulary size (must divide by the tensor-parallel size).
-        max_sequence_length: number of positions.
-        embedding_dropout_prob: dropout on the sum.
-        init_method: initialiser of both tables.
-        amp_enabled: accepted for LiBai compatibility (autocast picks the dtype).
-    """
-
-    def __init__(
-        self,
-        hidden_size: int,
-        vocab_size: int,
-        max_sequence_length: int,
-        embedding_dropout_prob: float,
-        init_method: InitMethod = nn.init.xavier_normal_,
-        amp_enabled: bool = False,
-    ) -> None:
-        super().__init__()
-        self.hidden_size = hidden_size
-        self.vocab_size = vocab_size
-        self.max_sequence_length = max_sequence_length
-        self.word_embeddings = VocabEmbedding(
-            vocab_size, hidden_size, init_method=init_method, amp_enabled=amp_enabled, layer_idx=0
-        )
-        self.position_embeddings = Embedding(
-            max_sequence_length, hidden_size, init_method=init_method, amp_enabled=amp_enabled, layer_idx=0
-        )
-        self.embedding_dropout = nn.Dropout(embedding_dropout_prob)
-
-    def forward(self, input_ids: torch.Tensor, past_length: int = 0) -> torch.Tensor:
-        """Embeddings [b, s, hidden] of `input_ids` [b, s] at positions past_length .. past_length+s-1."""
-        input_ids = to_local(input_ids)
-        end = past_length + input_ids.shape[-1]
-        if end > self.max_sequence_length:
-            raise ValueError(
-                f"T5 input reaches position {end} but max_position_embeddings is "
-                f"{self.max_sequence_length}: shorten the sequence or raise max_position_embeddings"
-            )
-        position_ids = torch.arange(past_length, end, device=input_ids.device)
-        embeddings = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
-        return self.embedding_dropout(embeddings)
 
 
 class T5Stack(nn.Module):
@@ -224,13 +175,15 @@ class T5Model(nn.Module):
             apply_residual_post_layernorm=apply_residual_post_layernorm,
         )
         # Modules are created in LiBai's order, which is also the order of the RNG draws.
-        self.embedding = T5Embedding(
-            hidden_size,
+        self.embedding = TokenPositionEmbedding(
             vocab_size,
+            hidden_size,
             max_position_embeddings,
-            embedding_dropout_prob,
             init_method=init_method,
+            dropout_prob=embedding_dropout_prob,
             amp_enabled=amp_enabled,
+            token_table="word_embeddings",  # LiBai's name: t5_model.embedding.word_embeddings
+            max_positions_key="max_position_embeddings",
         )
         self.encoder = T5Stack(
             [TransformerLayer(**layer_kwargs, layer_idx=i) for i in range(hidden_layers)],
@@ -370,7 +323,7 @@ class T5ForPreTraining(nn.Module, GenerationMixin):
     @property
     def generation_max_positions(self) -> int:
         """The number of positions of the (shared) position table."""
-        return self.t5_model.embedding.max_sequence_length
+        return self.t5_model.embedding.max_positions
 
     def new_generation_cache(self, max_length: Optional[int] = None) -> None:
         """T5 keeps its cache inside (LiBai's incremental decoding): clear it, return None."""
