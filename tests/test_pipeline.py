@@ -174,6 +174,44 @@ def _train_one(schedule: str, use_reducer: bool = False) -> dict:
     }
 
 
+def _train_variant(schedule: str, variant: str) -> dict:
+    """One step of `schedule` with a loss scale of 8 (gradients come back divided by it),
+    or with every block compiled (`torch.compile`, aot_eager: the mechanism, quickly)."""
+    from libai.engine.pipeline import build_pipeline
+
+    torch.manual_seed(0)
+    engine = build_pipeline(TinyGPT(), MICRO, schedule)
+    if variant == "loss_scale":
+        engine.loss_scale = lambda loss: loss * 8.0
+    else:
+        compiled = engine.compile_blocks(lambda fn: torch.compile(fn, backend="aot_eager"))
+        assert compiled == engine.block_names()
+    losses = engine.step(_local_batch())
+    if variant == "loss_scale":
+        for p in engine.parameters():
+            p.grad /= 8.0
+    return {"blocks": engine.block_names(), "losses": _dp_mean(losses), "grads": _mean_grads(engine, True)}
+
+
+def _train_zero_interleaved(stage: int) -> dict:
+    """ZeRO `stage` (FSDP2 over dp, root on the rank's first virtual stage) with two
+    virtual stages per rank: gradients are this rank's shards of the mean."""
+    from libai.engine.pipeline import build_pipeline
+    from libai.utils.zero import apply_zero
+
+    torch.manual_seed(0)
+    engine = build_pipeline(TinyGPT(), MICRO, "Interleaved1F1B")
+    _, reducer = apply_zero(
+        engine.stages[0].submod, stage, MICRO, pipeline=True, ignored_params=set(engine.foreign_parameters())
+    )
+    engine.refresh_parameters()
+    engine.on_microbatch_backward = reducer.accumulate
+    losses = engine.step(_local_batch())
+    reducer.reduce()
+    grads = {n: p.grad.full_tensor().tolist() for n, p in engine.named_parameters()}
+    return {"losses": _dp_mean(losses), "grads": grads}
+
+
 def _two_sgd_steps() -> list[dict]:
     from libai.engine.pipeline import build_pipeline
 
@@ -204,6 +242,8 @@ def _worker_pp2() -> dict:
     dist.setup_dist_util({"pipeline_parallel_size": 2, "pipeline_num_layers": LAYERS}, device="cpu")
     result = {s: _train_one(s) for s in ("GPipe", "1F1B", "Interleaved1F1B")}
     result["two_steps"] = _two_sgd_steps()
+    result["loss_scale"] = _train_variant("1F1B", "loss_scale")
+    result["compiled"] = _train_variant("1F1B", "compiled")
     result["no_layer_idx"] = _error(lambda: build_pipeline(nn.Sequential(nn.Linear(2, 2)), MICRO))
     result["bad_schedule"] = _error(lambda: build_pipeline(TinyGPT(), MICRO, "ZeroBubble"))
 
@@ -233,6 +273,8 @@ def _worker_dp2_pp2() -> dict:
     return {
         "GPipe": _train_one("GPipe"),
         "1F1B": _train_one("1F1B", use_reducer=True),
+        "zero2_interleaved": _train_zero_interleaved(2),
+        "zero3_interleaved": _train_zero_interleaved(3),
         "coords": [dist.get_data_parallel_rank(), dist.get_pipeline_parallel_rank()],
     }
 
@@ -318,7 +360,12 @@ def test_pp2_clear_errors(pp2):
     assert "PipelineError: tokens.weight belongs to another pipeline stage" in pp2[1]["tied_head"]
 
 
-@pytest.mark.parametrize("schedule", ["GPipe", "1F1B"])
+@pytest.mark.parametrize("variant", ["loss_scale", "compiled"])
+def test_pp2_loss_scale_and_compiled_blocks_equal_one_process(pp2, reference, variant):
+    _check_equal_to_reference([r[variant] for r in pp2], reference, num_stages_ranks=2)
+
+
+@pytest.mark.parametrize("schedule", ["GPipe", "1F1B", "zero2_interleaved", "zero3_interleaved"])
 def test_dp2_pp2_equals_one_process(dp2_pp2, reference, schedule):
     # ranks 0, 1: stage 0 (dp 0, 1); ranks 2, 3: stage 1
     assert [r["coords"] for r in dp2_pp2] == [[0, 0], [1, 0], [0, 1], [1, 1]]

@@ -90,6 +90,7 @@ from torch.distributed.pipelining import (
     ScheduleGPipe,
     ScheduleInterleaved1F1B,
 )
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 from libai.utils import distributed as dist
@@ -255,10 +256,19 @@ class _StageModule(nn.Module):
     def forward(self, *received: torch.Tensor, **inputs: Any):
         """The boundary output; on the last stage the losses (for the schedule), or the
         model's whole output dict when the engine evaluates."""
+        self._gather_root_parameters()
         output = self.run(received, inputs)
         if self.stage == self.num_stages - 1 and not self._engine.evaluating:
             return self._losses(output)
         return output
+
+    def _gather_root_parameters(self) -> None:
+        """With ZeRO and two virtual stages per rank, the FSDP root is the rank's first
+        stage module; its forward gathers the parameters it manages directly, some of which
+        this (second) stage computes with. Gather them here too (a no-op when gathered)."""
+        root = self._engine.stages[0].submod
+        if root is not self and isinstance(root, FSDPModule):
+            root.unshard()
 
     def run(self, received: tuple, inputs: Mapping[str, Any]) -> Any:
         """Replay the model's forward for this stage: returns the tensors that cross to the
@@ -322,11 +332,13 @@ class _StageModule(nn.Module):
         return losses
 
 
-def _stand_in_forward(engine: "PipelineEngine", block: Block, original: Callable) -> Callable:
-    """The `forward` a block gets: its own on its stage, a stand-in on other stages."""
+def _stand_in_forward(engine: "PipelineEngine", block: Block) -> Callable:
+    """The `forward` a block gets: its own on its stage (`engine.block_forward`, compiled
+    in graph mode), a stand-in on other stages."""
 
     def forward(*args, **kwargs):
         replay = engine._active
+        original = engine.block_forward[block.name]
         if replay is None:
             return original(*args, **kwargs)
         if block.stage == replay.stage:
@@ -365,7 +377,8 @@ def _install_stand_ins(engine: "PipelineEngine") -> None:
     on the instance, so hooks, activation checkpointing and the module tree stay as they
     were; a call outside a pipeline step runs the block's own forward."""
     for block in engine.blocks:
-        block.module.forward = _stand_in_forward(engine, block, block.module.forward)
+        engine.block_forward[block.name] = block.module.forward
+        block.module.forward = _stand_in_forward(engine, block)
 
 
 def _placeholder(replay: _Replay):
@@ -387,7 +400,10 @@ class ForeignParameter(nn.Parameter):
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
-        if name in cls._ALLOWED or isinstance(func, type(torch.Tensor.shape)) or name == "__get__":
+        # Clearing an attribute (`param.grad = None`, as PipelineStage does to every FSDP
+        # module's parameters after its first step) computes nothing.
+        clears = name == "__set__" and len(args) == 2 and args[1] is None
+        if name in cls._ALLOWED or isinstance(func, type(torch.Tensor.shape)) or name == "__get__" or clears:
             # The idiom of torch's "Extending torch.Tensor" notes (what the default
             # `Tensor.__torch_function__` does), without converting results back to this class.
             with torch._C.DisableTorchFunctionSubclass():
@@ -548,6 +564,10 @@ class PipelineEngine:
         self._loss_key_list: Optional[list[str]] = None
         self._metric_keys: Optional[list[str]] = None
         self._owned = self._drop_foreign_parameters()
+        # Each block's own forward (the stand-ins call it on the block's stage).
+        self.block_forward: dict[str, Callable] = {}
+        # Multiplies the schedule's loss before backward (the GradScaler's `scale`).
+        self.loss_scale: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
         _install_stand_ins(self)
         # Called after every micro-batch's backward; may be set after construction (a
         # GradientReducer needs `self.parameters()`, which exist only now).
@@ -602,7 +622,21 @@ class PipelineEngine:
     def _make_schedule(self):
         cls = SCHEDULES[self.schedule_name]
         stages = self.stages if self.schedule_name == "Interleaved1F1B" else self.stages[0]
-        return cls(stages, self.num_microbatches, loss_fn=_sum_losses, scale_grads=False)
+        return cls(stages, self.num_microbatches, loss_fn=self._schedule_loss, scale_grads=False)
+
+    def _schedule_loss(self, output, target) -> torch.Tensor:
+        loss = _sum_losses(output, target)
+        return loss if self.loss_scale is None else self.loss_scale(loss)
+
+    def compile_blocks(self, compile_fn: Callable[[Callable], Callable]) -> list[str]:
+        """Graph mode under pipeline parallelism: replace the forward of every block this
+        rank runs by `compile_fn(forward)` (e.g. `torch.compile`), one block at a time as
+        torchtitan does; the glue code between blocks and the stand-ins stay eager.
+        Returns the names of the compiled blocks."""
+        names = self.block_names()
+        for name in names:
+            self.block_forward[name] = compile_fn(self.block_forward[name])
+        return names
 
     # -- queries -----------------------------------------------------------------------
 
@@ -696,12 +730,32 @@ class PipelineEngine:
         inputs = self._prepare_inputs(batch)
         target = torch.zeros(self.num_microbatches, device=dist.get_device())
         losses: list[torch.Tensor] = []
+        self._hold_gradient_sync()
         outputs = self.schedule.step(target=target, losses=losses, **inputs)
         means = None
         if self.is_last:
             values = _as_tensors(outputs, "the last stage")
             means = torch.stack([v.detach().double().mean() for v in values])
         return self._broadcast_losses(means)
+
+    def _hold_gradient_sync(self) -> None:
+        """With ZeRO (FSDP2 on `stages[0].submod`) and two virtual stages per rank, keep
+        FSDP from reducing, and the root's own parameters gathered, until the step's end.
+
+        The stage that holds the FSDP root turns gradient sync off before each of its own
+        backwards and reduces once at its last (its REDUCE_GRAD, the last backward on the
+        rank); the other virtual stage's submodule is no FSDP module, so its backwards
+        (the rank's first ones) would otherwise reduce-scatter every micro-batch. That
+        stage also computes with parameters the root manages directly (gathered by
+        `_StageModule._gather_root_parameters`), which FSDP only gathers again for the
+        root's own backward: under ZeRO-3 the root must not free them after a forward.
+        Blocks wrapped as their own FSDP groups keep ZeRO-3's per-layer freeing.
+        """
+        root = self.stages[0].submod
+        if len(self.stages) > 1 and isinstance(root, FSDPModule):
+            root.set_requires_gradient_sync(False)
+            root.set_reshard_after_backward(False)
+            root.set_reshard_after_forward(False, recurse=False)
 
     @torch.no_grad()
     def eval_forward(self, batch: Mapping[str, Any], keys: Optional[Sequence[str]] = None) -> dict[str, Any]:
