@@ -34,6 +34,7 @@ from libai.engine.pipeline import build_pipeline
 from libai.engine.trainer import EagerTrainer, PipelineTrainer, TrainerBase, default_batch_fn
 from libai.evaluation import inference_on_dataset
 from libai.layers import enable_activation_checkpointing
+from libai.models.utils.graph_base import CompiledOrEager
 from libai.optim import build_optimizer
 from libai.utils import distributed as dist
 from libai.utils.checkpoint import Checkpointer
@@ -308,21 +309,10 @@ def _signature_keys(lazy_cfg) -> set:
 
 
 def _check_pipeline_config(cfg) -> None:
-    """What pipeline parallelism does not combine with yet, each as one clear error."""
-    unsupported = {"graph.enabled": "graph mode"}
-    for key, what in unsupported.items():
-        if try_get_key(cfg, key, default=False):
-            raise dist.DistLayoutError(
-                f"{what} is not supported with pipeline_parallel_size > 1 yet: set {key}=False "
-                f"or pipeline_parallel_size=1"
-            )
+    """A pipeline setting that cannot run, as one clear error (graph mode, AMP and ZeRO
+    all combine with every schedule)."""
     pp, accum = dist.get_pipeline_parallel_size(), cfg.train.num_accumulation_steps
     schedule = cfg.train.pipeline.schedule
-    if schedule == "Interleaved1F1B" and cfg.train.zero_optimization.enabled and dist.get_data_parallel_size() > 1:
-        raise dist.DistLayoutError(
-            "ZeRO is not supported with the Interleaved1F1B schedule (two stages per rank share "
-            "one model): use train.pipeline.schedule='1F1B' or 'GPipe', or turn ZeRO off"
-        )
     if schedule != "GPipe" and accum < pp:
         raise dist.DistLayoutError(
             f"the {schedule} schedule needs at least pipeline_parallel_size ({pp}) micro-batches "
@@ -423,6 +413,8 @@ class DefaultTrainer(TrainerBase):
                 cfg.train.pipeline.schedule,
                 accum,
             )
+            if try_get_key(cfg, "graph.enabled", default=False):
+                self._compile_pipeline_blocks(cfg)
         if shard:
             logger.info("ZeRO stage %d over %d data-parallel ranks", zero.stage, dist.get_data_parallel_size())
             if self.pipeline is None:
@@ -430,6 +422,8 @@ class DefaultTrainer(TrainerBase):
                 return reducer
             # The stage module is the FSDP root, so the pipeline schedule drives gradient
             # sync (reduce once after the last micro-batch); other stages' weights stay out.
+            # With two virtual stages per rank the first one's module is the root of both
+            # (the engine keeps the second from reducing early).
             stage_module = self.pipeline.stages[0].submod
             _, reducer = apply_zero(
                 stage_module,
@@ -441,6 +435,13 @@ class DefaultTrainer(TrainerBase):
             self.pipeline.refresh_parameters()
             return reducer
         return dist.make_gradient_reducer(self.model, accum)
+
+    def _compile_pipeline_blocks(self, cfg) -> None:
+        """Graph mode under pipeline parallelism: compile each block this rank runs (the
+        `train_graph`'s `compile_kwargs`), the glue between blocks stays eager."""
+        compile_kwargs = dict(try_get_key(cfg, "graph.train_graph.compile_kwargs", default=None) or {})
+        names = self.pipeline.compile_blocks(lambda fn: CompiledOrEager(fn, **compile_kwargs))
+        logger.info("Graph mode: torch.compile of each of %d blocks on this stage", len(names))
 
     # ---- resume --------------------------------------------------------------------
 

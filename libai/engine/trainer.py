@@ -269,16 +269,18 @@ class PipelineTrainer(EagerTrainer):
 
     The micro-batches are the loader's, concatenated and split again by the engine, so
     every layout sees the same micro-batches. Weights held by the first and the last stage
-    (tied word embeddings) get their two gradients summed before clipping.
+    (tied word embeddings) get their two gradients summed before clipping. With fp16 the
+    last stage's schedule loss is multiplied by the GradScaler's scale, and every rank
+    unscales its own gradients and skips the step when any rank found an overflow.
     """
 
     def __init__(self, engine, data_loader, optimizer: torch.optim.Optimizer, grad_acc_steps: int = 1, **kwargs) -> None:
         super().__init__(engine.model, data_loader, optimizer, grad_acc_steps, **kwargs)
-        if self.grad_scaler is not None:
-            raise ValueError("fp16 loss scaling is not supported with pipeline parallelism: use train.amp.dtype='bfloat16'")
         self.engine = engine
         if self._reducer is not None:
             engine.on_microbatch_backward = self._reducer.accumulate
+        if self.grad_scaler is not None:
+            engine.loss_scale = self.grad_scaler.scale
 
     def run_step(self) -> None:
         """Run the schedule over one global step's micro-batches, then step the optimizer."""
@@ -289,6 +291,10 @@ class PipelineTrainer(EagerTrainer):
             for key, value in micro_batches[0].items()
         }
         data_time = time.perf_counter() - start
+        if self.grad_scaler is not None:
+            # Only the last stage scales a loss; this makes the scale exist on every rank,
+            # which `unscale_` needs (the same value everywhere: the overflow flag is shared).
+            self.grad_scaler.scale(torch.zeros((), device=dist.get_device()))
         with self._autocast():
             loss_means = self.engine.step(batch)
         if self._reducer is not None:

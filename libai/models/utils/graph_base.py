@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -38,16 +38,40 @@ class GraphBase(nn.Module):
         super().__init__()
         self.model = model
         self.is_train = is_train
+        self.compile_kwargs = dict(compile_kwargs or {})
         # Kept outside the module tree so the model's parameters are registered once.
-        object.__setattr__(self, "_compiled", torch.compile(model, **(compile_kwargs or {})))
-        self._use_compiled = True
+        object.__setattr__(self, "_run", CompiledOrEager(model, **self.compile_kwargs))
 
     def forward(self, **kwargs):
         """Call the compiled model; fall back to eager mode once if compiling fails."""
         self.model.train(self.is_train)
-        if self._use_compiled:
+        return self._run(**kwargs)
+
+    @property
+    def _use_compiled(self) -> bool:
+        # benchmarks/gpt_throughput.py reads this to report whether compiling worked.
+        return self._run.use_compiled
+
+
+class CompiledOrEager:
+    """`fn` compiled by `torch.compile` (lazily, on the first call), or `fn` itself from the
+    first call whose compilation fails on this backend (a warning names the reason).
+
+    Graph mode wraps the whole model this way; under pipeline parallelism each block a
+    stage runs is wrapped on its own (`PipelineEngine.compile_blocks`), as torchtitan
+    compiles per block, because the glue between blocks replays eagerly on every stage.
+    """
+
+    def __init__(self, fn: Callable, **compile_kwargs: Any) -> None:
+        self.fn = fn
+        self.compiled = torch.compile(fn, **compile_kwargs)
+        self.use_compiled = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run compiled; on a compile failure warn once and run eagerly from then on."""
+        if self.use_compiled:
             try:
-                return self._compiled(**kwargs)
+                return self.compiled(*args, **kwargs)
             except Exception as err:  # noqa: BLE001 - any backend failure means "run eagerly"
                 if not _is_compile_failure(err):
                     raise
@@ -57,8 +81,8 @@ class GraphBase(nn.Module):
                     type(err).__name__,
                     str(err).splitlines()[0] if str(err) else "",
                 )
-                self._use_compiled = False
-        return self.model(**kwargs)
+                self.use_compiled = False
+        return self.fn(*args, **kwargs)
 
 
 def _is_compile_failure(err: Exception) -> bool:
