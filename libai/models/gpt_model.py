@@ -8,7 +8,8 @@ LiBai apply unchanged.
 """
 from __future__ import annotations
 
-from typing import Optional
+from functools import partial
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -24,7 +25,7 @@ from libai.layers import (
     TokenPositionEmbedding,
     TransformerLayer,
 )
-from libai.layers.utils import InitMethod, to_local
+from libai.layers.utils import to_local
 from libai.utils import distributed as dist
 
 from .utils.config_args import init_kwargs_from_config
@@ -32,52 +33,20 @@ from .utils.weight_init import init_method_normal, scaled_init_method_normal
 
 
 class Transformer(nn.Module):
-    """The stack of causal pre-LN `TransformerLayer`s (layer i has layer_idx i) and the final
-    LayerNorm `layernorm_f` (layer_idx -1)."""
+    """GPT's stack of causal pre-LN `TransformerLayer`s and the final LayerNorm `layernorm_f`.
 
-    def __init__(
-        self,
-        hidden_layers: int,
-        hidden_size: int,
-        ffn_hidden_size: int,
-        num_attention_heads: int,
-        attention_dropout_prob: float = 0.0,
-        output_dropout_prob: float = 0.0,
-        layernorm_epsilon: float = 1e-5,
-        init_method: InitMethod = nn.init.xavier_normal_,
-        output_layer_init_method: Optional[InitMethod] = None,
-        bias_gelu_fusion: bool = False,
-        bias_dropout_fusion: bool = False,
-        scale_mask_softmax_fusion: bool = False,
-        apply_query_key_layer_scaling: bool = False,
-        apply_residual_post_layernorm: bool = False,
-        activation: str = "gelu",
-    ) -> None:
+    Args:
+        make_layer: builds one layer from its `layer_idx` (a `functools.partial` of
+            `TransformerLayer` holding the model's sizes and switches), so that the model's
+            flags reach the layers without being listed here again.
+        layer_ids: the layers' `layer_idx`, in call order.
+        layernorm_f: the LayerNorm that closes the stack (layer_idx -1).
+    """
+
+    def __init__(self, make_layer: Callable[..., TransformerLayer], layer_ids: range, layernorm_f: LayerNorm) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(
-            [
-                TransformerLayer(
-                    hidden_size,
-                    ffn_hidden_size,
-                    num_attention_heads,
-                    attention_dropout_prob=attention_dropout_prob,
-                    output_dropout_prob=output_dropout_prob,
-                    layernorm_epsilon=layernorm_epsilon,
-                    init_method=init_method,
-                    output_layer_init_method=output_layer_init_method,
-                    bias_gelu_fusion=bias_gelu_fusion,
-                    bias_dropout_fusion=bias_dropout_fusion,
-                    scale_mask_softmax_fusion=scale_mask_softmax_fusion,
-                    apply_query_key_layer_scaling=apply_query_key_layer_scaling,
-                    apply_residual_post_layernorm=apply_residual_post_layernorm,
-                    attn_mask_type=AttnMaskType.causal,
-                    activation=activation,
-                    layer_idx=i,
-                )
-                for i in range(hidden_layers)
-            ]
-        )
-        self.layernorm_f = LayerNorm(hidden_size, eps=layernorm_epsilon, layer_idx=-1)
+        self.layers = nn.ModuleList([make_layer(layer_idx=i) for i in layer_ids])
+        self.layernorm_f = layernorm_f
 
     def forward(
         self,
@@ -177,8 +146,9 @@ class GPTModel(nn.Module):
             token_table="token_embeddings",  # LiBai's name: GPT_model.embeddings.token_embeddings
             max_positions_key="max_seq_length",
         )
-        self.transformer = Transformer(
-            hidden_layers,
+        # The layer's arguments, given once: the stack only adds each layer's index.
+        make_layer = partial(
+            TransformerLayer,
             hidden_size,
             ffn_hidden_size,
             num_attention_heads,
@@ -192,7 +162,11 @@ class GPTModel(nn.Module):
             scale_mask_softmax_fusion=scale_mask_softmax_fusion,
             apply_query_key_layer_scaling=apply_query_key_layer_scaling,
             apply_residual_post_layernorm=apply_residual_post_layernorm,
+            attn_mask_type=AttnMaskType.causal,
             activation=activation,
+        )
+        self.transformer = Transformer(
+            make_layer, range(hidden_layers), LayerNorm(hidden_size, eps=layernorm_epsilon, layer_idx=-1)
         )
         self.lm_head = LMLogits(vocab_size, bias=False)
 

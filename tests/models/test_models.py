@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from libai.config import get_config, instantiate
+from libai.layers import AttnMaskType
 from libai.models import (
     BertForClassification,
     BertForPreTraining,
@@ -107,6 +108,25 @@ def test_gpt_initialisation_is_megatron_like():
     unscaled = GPTModel(**{**GPT_CFG, "hidden_size": 128, "use_scaled_init_for_output_weights": False})
     weight = unscaled.transformer.layers[0].mlp.dense_4h_to_h.weight.full_tensor()
     assert weight.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+def test_gpt_constructor_flags_reach_every_layer():
+    """GPTModel gives the layer arguments once; each stacked layer gets all of them and its own index."""
+    flags = dict(
+        attention_dropout_prob=0.1,
+        output_dropout_prob=0.2,
+        layernorm_epsilon=1e-6,
+        apply_residual_post_layernorm=True,
+        activation="gelu_tanh",
+    )
+    stack = GPTModel(**{**GPT_CFG, "hidden_layers": 3}, **flags).transformer
+    assert [layer.layer_idx for layer in stack.layers] == [0, 1, 2]
+    for layer in stack.layers:
+        assert layer.apply_residual_post_layernorm and not layer.is_decoder
+        assert layer.self_attention.attn_mask_type == AttnMaskType.causal
+        assert layer.self_attention.attention_dropout_prob == 0.1 and layer.mlp.dropout.p == 0.2
+        assert layer.mlp.activation == "gelu_tanh" and layer.input_layernorm.eps == 1e-6
+    assert (stack.layernorm_f.layer_idx, stack.layernorm_f.eps) == (-1, 1e-6)
 
 
 def test_gpt_too_long_input_is_a_clear_error():
