@@ -15,7 +15,8 @@ with a clear error.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from functools import partial
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -59,13 +60,17 @@ class T5Stack(nn.Module):
     """T5's encoder or decoder: `layers` (TransformerLayers) then `final_layernorm`.
 
     Args:
-        layers: the transformer layers, in call order.
+        make_layer: builds one layer from its `layer_idx` (a `functools.partial` of
+            `TransformerLayer` holding the model's sizes and switches).
+        layer_ids: the layers' `layer_idx`, in call order.
         final_layernorm: the LayerNorm that closes the pre-LN stack.
     """
 
-    def __init__(self, layers: list[TransformerLayer], final_layernorm: LayerNorm) -> None:
+    def __init__(
+        self, make_layer: Callable[..., TransformerLayer], layer_ids: range, final_layernorm: LayerNorm
+    ) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(layers)
+        self.layers = nn.ModuleList([make_layer(layer_idx=i) for i in layer_ids])
         self.final_layernorm = final_layernorm
 
     def forward(
@@ -159,7 +164,9 @@ class T5Model(nn.Module):
             apply_residual_post_layernorm=apply_residual_post_layernorm,
         )
         init_method = init_method_normal(initializer_range)
-        layer_kwargs = dict(
+        # The layer's arguments, given once: each stack only adds its layers' indices.
+        make_layer = partial(
+            TransformerLayer,
             hidden_size=hidden_size,
             ffn_hidden_size=intermediate_size,
             num_attention_heads=num_attention_heads,
@@ -186,16 +193,13 @@ class T5Model(nn.Module):
             max_positions_key="max_position_embeddings",
         )
         self.encoder = T5Stack(
-            [TransformerLayer(**layer_kwargs, layer_idx=i) for i in range(hidden_layers)],
-            LayerNorm(hidden_size, eps=layernorm_eps, layer_idx=hidden_layers - 1),
+            make_layer, range(hidden_layers), LayerNorm(hidden_size, eps=layernorm_eps, layer_idx=hidden_layers - 1)
         )
         # The dataset's decoder mask is already causal; the causal mask type also keeps the
         # decoder causal when a caller passes a padding-only mask (e.g. all ones).
         self.decoder = T5Stack(
-            [
-                TransformerLayer(**layer_kwargs, is_decoder=True, attn_mask_type=AttnMaskType.causal, layer_idx=i)
-                for i in range(hidden_layers, 2 * hidden_layers)
-            ],
+            partial(make_layer, is_decoder=True, attn_mask_type=AttnMaskType.causal),
+            range(hidden_layers, 2 * hidden_layers),
             LayerNorm(hidden_size, eps=layernorm_eps, layer_idx=-1),
         )
         self.lm_head = LMLogits(vocab_size, bias=True)
