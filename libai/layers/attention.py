@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from libai.utils.logger import log_ignored_arguments
+
 from .kv_cache import KVCache
 from .linear import Linear
 from .utils import InitMethod, check_divisible, mesh_size, to_local, tp_mesh
@@ -79,6 +81,16 @@ class MultiheadAttention(nn.Module):
             )
         # Checked before any weight is drawn: each rank must hold whole heads.
         check_divisible(num_attention_heads, mesh_size(tp_mesh(layer_idx)), "MultiheadAttention num_attention_heads")
+        switches = dict(
+            bias_dropout_fusion=bias_dropout_fusion,
+            scale_mask_softmax_fusion=scale_mask_softmax_fusion,
+            apply_query_key_layer_scaling=apply_query_key_layer_scaling,
+        )
+        log_ignored_arguments(
+            "MultiheadAttention",
+            "they change how LiBai forms fp16 numbers, not the result; scaled_dot_product_attention scales in its kernel",
+            **{name: value for name, value in switches.items() if value},
+        )
         if output_layer_init_method is None:
             output_layer_init_method = init_method
         self.hidden_size = hidden_size

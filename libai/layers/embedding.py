@@ -10,6 +10,7 @@ from torch import nn
 from torch.distributed.tensor import Replicate, Shard
 
 from libai.utils import distributed as dist
+from libai.utils.logger import log_ignored_arguments
 
 from .utils import InitMethod, check_divisible, full_init, make_parameter, mesh_rank, mesh_size, to_local, tp_mesh
 
@@ -65,6 +66,8 @@ class Embedding(nn.Module):
         self.embedding_dim = embedding_dim
         self.padding_idx = _normalize_padding_idx(padding_idx, num_embeddings)
         self.amp_enabled = amp_enabled
+        if amp_enabled:
+            log_ignored_arguments(type(self).__name__, "torch.autocast decides the compute dtype", amp_enabled=True)
         self.layer_idx = layer_idx
         full = _full_weight(num_embeddings, embedding_dim, init_method, self.padding_idx)
         self.weight = make_parameter(full, tp_mesh(layer_idx), Replicate())
@@ -108,6 +111,8 @@ class VocabEmbedding(nn.Module):
         self.embedding_dim = embedding_dim
         self.padding_idx = _normalize_padding_idx(padding_idx, num_embeddings)
         self.amp_enabled = amp_enabled
+        if amp_enabled:
+            log_ignored_arguments(type(self).__name__, "torch.autocast decides the compute dtype", amp_enabled=True)
         self.layer_idx = layer_idx
 
         # The word embeddings are read again by the LM head on the last pipeline stage,

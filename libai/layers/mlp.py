@@ -6,6 +6,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from libai.utils.logger import log_ignored_arguments
+
 from .linear import Linear
 from .utils import InitMethod, to_local
 
@@ -49,6 +51,11 @@ class MLP(nn.Module):
         super().__init__()
         if activation not in _GELU_APPROXIMATION:
             raise ValueError(f"MLP activation={activation!r} is not supported: use 'gelu' or 'gelu_tanh'")
+        fusions = dict(bias_gelu_fusion=bias_gelu_fusion, bias_dropout_fusion=bias_dropout_fusion)
+        log_ignored_arguments(
+            "MLP", "fused kernels compute the same numbers; the bias is added in the matmul",
+            **{name: value for name, value in fusions.items() if value},
+        )
         self.activation = activation
         self.output_dropout_prob = output_dropout_prob
         self.bias_gelu_fusion = bias_gelu_fusion

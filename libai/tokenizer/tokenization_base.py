@@ -14,6 +14,8 @@ from typing import Any, Iterable, Optional, Union
 import numpy as np
 from tokenizers import AddedToken, Tokenizer
 
+from libai.utils.logger import log_ignored_arguments
+
 __all__ = ["PreTrainedTokenizer"]
 
 Ids = Union[int, Iterable[int], Any]  # also torch tensors and numpy arrays
@@ -310,6 +312,11 @@ class PreTrainedTokenizer:
         `clean_up_tokenization_spaces` is accepted for LiBai compatibility: the backend's
         decoder already joins word pieces and punctuation.
         """
+        if not clean_up_tokenization_spaces:
+            log_ignored_arguments(
+                f"{type(self).__name__}.decode", "the backend's decoder joins word pieces and punctuation",
+                clean_up_tokenization_spaces=False,
+            )
         ids = [i for i in _to_id_list(token_ids) if 0 <= i < len(self)]
         return self._backend.decode(ids, skip_special_tokens=skip_special_tokens)
 

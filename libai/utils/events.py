@@ -111,7 +111,7 @@ class EventStorage:
     """Per-iteration scalar (and image) store shared by the trainer, hooks and writers.
 
     Use it as a context manager so `get_event_storage()` finds it. `iter` is the current
-    iteration; the trainer calls `step()` after the hooks' `after_step`.
+    iteration; the trainer sets it to `trainer.iter` before each step's hooks run.
     """
 
     def __init__(self, start_iter: int = 0) -> None:
@@ -192,7 +192,8 @@ class EventStorage:
     # ---- iteration ------------------------------------------------------------------
 
     def step(self) -> None:
-        """Advance to the next iteration (the trainer calls it after all hooks' after_step)."""
+        """Advance to the next iteration (for loops of one's own; `TrainerBase` sets `iter`
+        to its own iteration instead)."""
         self._iter += 1
 
     @property

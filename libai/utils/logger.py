@@ -1,12 +1,13 @@
 """Logging setup: console on the main process, one log file per rank."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 from typing import Optional
 
-__all__ = ["setup_logger"]
+__all__ = ["setup_logger", "log_ignored_arguments"]
 
 _DATE_FORMAT = "%m/%d %H:%M:%S"
 
@@ -101,3 +102,20 @@ def setup_logger(
             setattr(handler, _HANDLER_KEY, file_key)
             logger.addHandler(handler)
     return logger
+
+
+def log_ignored_arguments(owner: str, reason: str, **given: object) -> None:
+    """Log, once per process and name, each argument in `given` that `owner` accepts for
+    LiBai compatibility but does not use; pass only the ones the caller set away from
+    their neutral default (so a user who never touched them reads nothing).
+
+    `reason` says why ignoring it is safe, e.g. "torch.autocast picks the compute dtype".
+    """
+    for name in sorted(given):
+        _log_ignored_once(owner, name, reason)
+
+
+@functools.lru_cache(maxsize=None)
+def _log_ignored_once(owner: str, name: str, reason: str) -> None:
+    # The cache is what makes it "once": repeated layers (24 TransformerLayers) log one line.
+    logging.getLogger("libai").info("%s ignores %s (accepted for LiBai compatibility): %s", owner, name, reason)
