@@ -359,3 +359,18 @@ def test_the_checkpointer_saves_and_restores_the_trainers_state(tmp_path):
     assert fresh_best.best_metric is None
     assert fresh.resume_or_load(None, resume=True) == {"iteration": 4}
     assert (fresh_best.best_metric, fresh_best.best_iter) == (0.75, 4)
+
+
+def test_an_ignored_libai_argument_is_logged_once_by_name(caplog):
+    from libai.layers import MLP
+    from libai.utils import logger
+
+    logger._log_ignored_once.cache_clear()  # other tests of this process may have logged it
+    with caplog.at_level(logging.INFO, logger="libai"):
+        for _ in range(3):
+            MLP(8, 16, bias_gelu_fusion=True, bias_dropout_fusion=False)
+    lines = [r.getMessage() for r in caplog.records if "ignores" in r.getMessage()]
+    assert lines == [
+        "MLP ignores bias_gelu_fusion (accepted for LiBai compatibility): fused kernels compute the same "
+        "numbers; the bias is added in the matmul"
+    ]

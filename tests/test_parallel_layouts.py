@@ -31,7 +31,7 @@ LAYOUTS = {
     "dp2_tp2_bf16": (4, ["train.dist.tensor_parallel_size=2", "train.amp.enabled=True"]),
     "dp1_tp2_fp16": (2, ["train.dist.tensor_parallel_size=2", "train.amp.enabled=True", "train.amp.dtype=float16"]),
     # Graph mode (torch.compile of the model) for a subset: compiling is slow on CPU.
-    "dp1_tp2_graph": (2, ["train.dist.tensor_parallel_size=2", "graph.enabled=True"]),
+    "dp1_tp2_graph": (2, ["train.dist.tensor_parallel_size=2", "graph.enabled=True", EVAL]),
     **{
         f"dp2_tp2_zero{stage}": (
             4,
@@ -91,7 +91,7 @@ def _perplexities(output_dir):
     return {m["iteration"]: m["PPL"] for m in read_metrics(output_dir) if "PPL" in m}
 
 
-@pytest.mark.parametrize("layout", ["dp1_tp1_pp2_interleaved", "dp2_tp2_pp2"])
+@pytest.mark.parametrize("layout", ["dp1_tp1_pp2_interleaved", "dp2_tp2_pp2", "dp1_tp2_graph"])
 def test_evaluation_through_the_pipeline_equals_one_process(runs, layout):
     reference = _perplexities(runs["dp1_tp1"])
     assert sorted(reference) == [9, 19]
@@ -99,14 +99,18 @@ def test_evaluation_through_the_pipeline_equals_one_process(runs, layout):
         assert ppl == pytest.approx(reference[it], rel=1e-5), (layout, it)
 
 
-def test_eval_only_under_pipeline_parallelism(runs, tmp_path):
-    """`--eval-only` on dp1·tp2·pp2 with the dp2·tp2·pp2 final weights gives its last perplexity."""
-    weights = os.path.join(runs["dp2_tp2_pp2"], "model_final")
-    proc = _train(4, str(tmp_path / "eval"), "--eval-only", f"train.load_weight={weights}",
-                  *LAYOUTS["dp1_tp2_pp2"][1])
+@pytest.mark.parametrize(
+    "trained, nproc, layout",
+    [("dp2_tp2_pp2", 4, "dp1_tp2_pp2"), ("dp1_tp2_graph", 2, "dp1_tp2_graph")],
+)
+def test_eval_only_equals_the_evaluation_at_the_end_of_training(runs, tmp_path, trained, nproc, layout):
+    """`--eval-only` goes through training's model dispatch: on dp1·tp2·pp2 with the
+    dp2·tp2·pp2 final weights (the pipeline's eval model), and in graph mode (the eval graph)."""
+    weights = os.path.join(runs[trained], "model_final")
+    proc = _train(nproc, str(tmp_path / "eval"), "--eval-only", f"train.load_weight={weights}", *LAYOUTS[layout][1])
     match = re.search(r"'PPL': ([0-9.e+]+)", proc.stdout + proc.stderr)
     assert match, proc.stderr[-3000:]
-    assert float(match.group(1)) == pytest.approx(_perplexities(runs["dp2_tp2_pp2"])[19], rel=1e-6)
+    assert float(match.group(1)) == pytest.approx(_perplexities(runs[trained])[19], rel=1e-6)
 
 
 @pytest.mark.parametrize("layout", ["dp2_tp2_bf16", "dp1_tp2_fp16"])
@@ -146,8 +150,4 @@ def test_pipeline_errors_are_one_line(tmp_path):
                     check=False, config=CONFIG)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "needs at least pipeline_parallel_size (2) micro-batches" in proc.stderr
-    proc = train_sh(4, str(tmp_path / "out"), "train.dist.pipeline_parallel_size=2", "train.pipeline.schedule=Interleaved1F1B",
-                    "train.zero_optimization.enabled=True", check=False, config=CONFIG)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert "ZeRO is not supported with the Interleaved1F1B schedule" in proc.stderr
 

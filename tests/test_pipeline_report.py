@@ -121,3 +121,12 @@ def test_helpers():
     assert tool.measured_bubble([1.0, 1.0], 4) == pytest.approx(1 / 5)
     # Stage 1 twice as slow: step ~ (m+p-1) x 2, busy mean 1.5 x m.
     assert tool.measured_bubble([1.0, 2.0], 4) == pytest.approx(1 - 4 * 1.5 / (5 * 2))
+
+
+def test_each_rank_receives_only_the_fields_placed_on_it(report):
+    """The tiny GPT's micro-batch is 4 x 16 int64 tokens: input_ids to the first stage
+    (placement_idx=0), labels to the last (-1)."""
+    text, data = report
+    assert data["fields_per_rank"] == [{"input_ids": 4 * 16 * 8}, {"labels": 4 * 16 * 8}]
+    assert "  rank 0: input_ids 512 (total 512)" in text
+    assert "  rank 1: labels 512 (total 512)" in text

@@ -2,7 +2,8 @@
 """torchrun, minus its own traceback when a worker fails.
 
 The worker has already said what went wrong (one `error:` line for user errors, a
-traceback for bugs); this exits with the worker's status instead of adding torchrun's
+traceback for bugs); this exits with the status of the worker that failed first (the
+cause; the others fail because it went away) instead of adding torchrun's
 ChildFailedError report on top.
 """
 import logging
@@ -17,8 +18,8 @@ def main(argv: list) -> int:
     try:
         run(get_args_parser().parse_args(argv))
     except ChildFailedError as err:
-        exitcodes = [f.exitcode for f in err.failures.values() if f.exitcode]
-        return exitcodes[0] if exitcodes and exitcodes[0] > 0 else 1
+        failures = sorted((f for f in err.failures.values() if f.exitcode), key=lambda f: f.timestamp)
+        return failures[0].exitcode if failures and failures[0].exitcode > 0 else 1
     return 0
 
 

@@ -23,7 +23,8 @@ pipeline engine. For each stage it prints
   excluded) and a peak estimate = parameters + gradients + activations x the micro-batches
   the schedule keeps in flight on that stage (GPipe: m; 1F1B: min(m, p - stage));
 
-and the bubble fraction (p-1)/(m+p-1) of m = num_accumulation_steps micro-batches (batch
+the batch fields each pipeline rank receives (those whose `placement_idx` names it, see
+`libai.data.placement`) and their bytes per micro-batch; and the bubble fraction (p-1)/(m+p-1) of m = num_accumulation_steps micro-batches (batch
 sizes resolved with data_parallel_size = 1), the bubble the measured stage times imply, the
 slowest/fastest stage ratio, and the `custom_pipeline_stage_id` that balances the measured
 times best (optimal contiguous split of the layers).
@@ -134,9 +135,10 @@ def setup_one_process(cfg) -> int:
     return int(cfg.train.num_accumulation_steps)
 
 
-def build_model_and_batch(cfg) -> tuple[nn.Module, dict]:
-    """The config's model (train mode, activation checkpointing as configured) and one
-    micro-batch from its train loader, as the trainer's `get_batch` hands it over."""
+def build_model_and_batch(cfg) -> tuple[nn.Module, dict, Any]:
+    """The config's model (train mode, activation checkpointing as configured), one
+    micro-batch from its train loader as the trainer's `get_batch` hands it over (on one
+    process every field is placed), and the loader's batch itself."""
     from libai.config import try_get_key
     from libai.engine.default import DefaultTrainer
     from libai.layers import enable_activation_checkpointing
@@ -152,7 +154,27 @@ def build_model_and_batch(cfg) -> tuple[nn.Module, dict]:
     loader = DefaultTrainer.build_train_loader(cfg)[0]
     data = next(iter(loader))
     batch = DefaultTrainer.get_batch(data, "cpu")
-    return model, batch
+    return model, batch, data
+
+
+def fields_per_rank(data: Any, p: int) -> list[dict[str, int]]:
+    """For each pipeline rank, {field: bytes per micro-batch} of the batch fields it
+    receives: a `DistTensorData` only on the stage its `placement_idx` names, any other
+    tensor on every stage."""
+    from libai.data.placement import is_placed_on
+    from libai.data.structures import DistTensorData, Instance
+
+    fields = data.get_fields() if isinstance(data, Instance) else data
+    received: list[dict[str, int]] = [{} for _ in range(p)]
+    for name, value in fields.items():
+        tensor = value.tensor if isinstance(value, DistTensorData) else value
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        for rank in range(p):
+            placed = not isinstance(value, DistTensorData) or is_placed_on(value.check().placement_idx, rank, p)
+            if placed:
+                received[rank][name] = tensor.numel() * tensor.element_size()
+    return received
 
 
 # --------------------------------------------------------------------------------------
@@ -399,7 +421,7 @@ def build_report(config: str, overrides: Sequence[str], repeats: int) -> dict:
     cfg = load_config(config, overrides)
     settings = pipeline_settings(cfg)
     m = setup_one_process(cfg)
-    model, batch = build_model_and_batch(cfg)
+    model, batch, data = build_model_and_batch(cfg)
     units, num_layers = collect_units(model, settings["num_layers"])
     stage_ids, v = stage_map(settings, num_layers)
     p = settings["pp"]
@@ -457,6 +479,7 @@ def build_report(config: str, overrides: Sequence[str], repeats: int) -> dict:
         micro_batch_size=int(cfg.train.train_micro_batch_size),
         num_microbatches=m,
         inputs={k: list(t.shape) for k, t in batch.items() if isinstance(t, torch.Tensor)},
+        fields_per_rank=fields_per_rank(data, p),
         repeats=repeats,
         whole_fwd_ms=whole_fwd,
         whole_bwd_ms=whole_bwd,
@@ -506,6 +529,10 @@ def format_report(r: dict) -> str:
             f"{_mb(st['peak_bytes']):>9}  {', '.join(st['blocks'])}"
         )
     lines.append(f"{'total':>5} {'':>4} {'':>7} {sum(s['params'] for s in r['stages']):>10}")
+    lines += ["", "batch fields each pipeline rank receives (bytes per micro-batch; placement_idx decides):"]
+    for rank, fields in enumerate(r["fields_per_rank"]):
+        listed = ", ".join(f"{name} {size}" for name, size in fields.items()) or "none"
+        lines.append(f"  rank {rank}: {listed} (total {sum(fields.values())})")
     lines += [
         "",
         "peak_MB = parameters + gradients + act_MB/mb x in_flight (micro-batches whose activations "

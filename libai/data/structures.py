@@ -1,16 +1,23 @@
 """The containers a dataset's `__getitem__` returns and a loader's collate function stacks.
 
 `DistTensorData` is one tensor plus how it is laid out over the device mesh (`sbp_list`,
-LiBai's strings) and which pipeline stage needs it (`placement_idx`). `Instance` is an ordered
-bag of named fields whose names are the model's `forward` argument names.
+LiBai's strings) and which pipeline stage needs it (`placement_idx`, see
+`libai.data.placement`). `Instance` is an ordered bag of named fields whose names are the
+model's `forward` argument names.
+
+The metadata is checked once per batch (`DistTensorData.stack` checks the first sample's
+and that the others agree; `model_input` checks a field that was never stacked), not in
+every sample's constructor.
 """
 from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
+
+from .placement import ALL_STAGES, UnplacedField, check_placement_idx, is_placed_on
 
 # LiBai's SBP strings: "split_<dim>", "broadcast", "partial_sum".
 _SBP_PATTERN = re.compile(r"^(split_\d+|broadcast|partial_sum)$")
@@ -36,15 +43,18 @@ class DistTensorData:
     """A tensor plus its layout: `sbp_list` (one entry per mesh axis) and `placement_idx`.
 
     `placement_idx=0` means the first pipeline stage needs the tensor (model inputs),
-    `placement_idx=-1` the last one (labels for the loss). In a loader each data-parallel
-    rank holds its own shard of the global batch (`"split_0"` over the data-parallel axis).
+    `placement_idx=-1` the last one (labels for the loss), `k` stage k and "all" every
+    stage (e.g. an attention mask every layer reads); under pipeline parallelism the other
+    stages get no copy. In a loader each data-parallel rank holds its own shard of the
+    global batch (`"split_0"` over the data-parallel axis); `sbp_list` says how the field
+    is laid out over the stage's ("dp", "tp") mesh, and `to_global` applies it.
     """
 
     def __init__(
         self,
         tensor: torch.Tensor,
         sbp_list: Sequence[str] = _DEFAULT_SBP,
-        placement_idx: int = 0,
+        placement_idx: Union[int, str] = 0,
     ) -> None:
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(
@@ -52,8 +62,43 @@ class DistTensorData:
                 f"wrap the value with torch.as_tensor(...)"
             )
         self.tensor = tensor
-        self.sbp_list = _check_sbp_list(sbp_list)
-        self.placement_idx = int(placement_idx)
+        # A bare string would otherwise be read one character at a time.
+        self.sbp_list = [sbp_list] if isinstance(sbp_list, str) else list(sbp_list)
+        self.placement_idx = placement_idx
+        self._checked = False
+
+    def check(self) -> "DistTensorData":
+        """Validate `sbp_list` and `placement_idx` (once); raise a one-line error if bad."""
+        if not self._checked:
+            self.sbp_list = _check_sbp_list(self.sbp_list)
+            self.placement_idx = check_placement_idx(self.placement_idx)
+            self._checked = True
+        return self
+
+    def model_input(self, name: str) -> torch.Tensor:
+        """This rank's view of the field as the model's `forward` argument `name`.
+
+        On a pipeline stage the field is not placed on, an `UnplacedField` stand-in (no
+        data, no copy). Otherwise this rank's part of the field laid out per `sbp_list`
+        (through `to_global`) on this rank's device; the loader's layout, split over "dp"
+        and whole over "tp", needs no data movement. Without a layout, the tensor itself.
+        """
+        from libai.utils import distributed as dist
+
+        self.check()
+        stages = dist.get_pipeline_parallel_size()
+        if stages > 1:
+            stage = dist.get_pipeline_parallel_rank()
+            if not is_placed_on(self.placement_idx, stage, stages):
+                return UnplacedField(name, self.tensor, self.placement_idx, stage, stages - 1)
+        if self.sbp_list == list(_DEFAULT_SBP) or dist.get_stage_placement(0) is None:
+            return self.tensor.to(dist.get_device(), non_blocking=True)
+        return self._placed_copy().to_global().tensor.to_local()
+
+    def _placed_copy(self) -> "DistTensorData":
+        # `to_global` works in place (LiBai's semantics); the loader's batch stays as it is.
+        stage = 0 if self.placement_idx == ALL_STAGES else self.placement_idx
+        return DistTensorData(self.tensor, self.sbp_list, stage)
 
     def to_global(self, sbp=None, placement=None, device_type: Optional[str] = None) -> "DistTensorData":
         """Make `self.tensor` a DTensor over the ("dp", "tp") mesh of its pipeline stage, in place.
@@ -71,15 +116,29 @@ class DistTensorData:
         from torch.distributed.tensor import DTensor
 
         from libai.utils import distributed as dist
+        from libai.utils.logger import log_ignored_arguments
 
-        mesh = placement if placement is not None else dist.get_stage_placement(self.placement_idx)
-        if mesh is None:
+        if device_type not in (None, dist.get_device().type):
+            log_ignored_arguments("DistTensorData.to_global", "the tensor goes to this process's compute device",
+                                  device_type=device_type)
+        self.check()
+        if placement is None:
+            stage = dist.get_pipeline_parallel_rank() if self.placement_idx == ALL_STAGES else self.placement_idx
+            placement = dist.get_stage_placement(stage)
+        if placement is None:
             self.tensor = self.tensor.to(dist.get_device())
             return self
         sbp = sbp if sbp is not None else self.sbp_list
         placements = [dist.parse_sbp(p) if isinstance(p, str) else p for p in sbp]
-        local = self.tensor.to_local() if isinstance(self.tensor, DTensor) else self.tensor
-        self.tensor = DTensor.from_local(local.to(dist.get_device()), mesh, placements, run_check=False)
+        if isinstance(self.tensor, DTensor):
+            self.tensor = self.tensor.redistribute(placement, placements)
+            return self
+        # The loader gave this rank its data-parallel shard, whole over tensor-parallel
+        # ranks: that is the tensor's present layout, from which `sbp` is reached.
+        loaded = DTensor.from_local(
+            self.tensor.to(dist.get_device()), placement, [dist.parse_sbp(p) for p in _DEFAULT_SBP], run_check=False
+        )
+        self.tensor = loaded.redistribute(placement, placements)
         return self
 
     @staticmethod
@@ -88,6 +147,8 @@ class DistTensorData:
         if len(dist_tensor_list) == 0:
             raise ValueError("DistTensorData.stack got an empty list: pass at least one item")
         first = dist_tensor_list[0]
+        if isinstance(first, DistTensorData):
+            first.check()
         for i, item in enumerate(dist_tensor_list):
             if not isinstance(item, DistTensorData):
                 raise TypeError(
@@ -110,7 +171,7 @@ class DistTensorData:
                     f"item 0 has {first.placement_idx}: give every sample of a field the same one"
                 )
         stacked = torch.stack([item.tensor for item in dist_tensor_list], dim=0)
-        return DistTensorData(stacked, first.sbp_list, first.placement_idx)
+        return DistTensorData(stacked, first.sbp_list, first.placement_idx).check()
 
     def __repr__(self) -> str:
         return (

@@ -39,7 +39,7 @@ from libai.optim import build_optimizer
 from libai.utils import distributed as dist
 from libai.utils.checkpoint import Checkpointer
 from libai.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
-from libai.utils.logger import setup_logger
+from libai.utils.logger import log_ignored_arguments, setup_logger
 from libai.utils.zero import apply_zero
 
 logger = logging.getLogger(__name__)
@@ -342,9 +342,8 @@ class DefaultTrainer(TrainerBase):
         self.cfg = cfg
         train = cfg.train
         self.tokenizer = self.build_tokenizer(cfg)
-        self.train_loader, self.val_loader, self.test_loader = self.build_train_loader(cfg, self.tokenizer)
-        self.test_loader = [l for l in [self.val_loader, self.test_loader] if l is not None]
-        self.test_loader.extend(self.build_test_loader(cfg, self.tokenizer))
+        self.train_loader, self.val_loader, test_split = self.build_train_loader(cfg, self.tokenizer)
+        self.test_loader = self._evaluation_loaders(cfg, self.tokenizer, self.val_loader, test_split)
         auto_scale_hyperparams(cfg, self.train_loader)
         save_config(cfg)
 
@@ -489,16 +488,20 @@ class DefaultTrainer(TrainerBase):
         """Turn an `Instance` of `DistTensorData` into the model's keyword arguments.
 
         Each field is this rank's part of the global batch, on this rank's device, keyed by
-        its field name (the model's `forward` argument name).
+        its field name (the model's `forward` argument name); under pipeline parallelism a
+        stage gets only the fields whose `placement_idx` names it (`default_batch_fn`).
+        `input_placement_device` is accepted for LiBai compatibility: the device is this
+        process's compute device.
         """
+        if input_placement_device not in (None, dist.get_device().type):
+            log_ignored_arguments(
+                "DefaultTrainer.get_batch", "batches go to this process's compute device",
+                input_placement_device=input_placement_device,
+            )
         if mixup_func is not None:
             images, labels = mixup_func(data.get("images").tensor, data.get("labels").tensor)
             data.get("images").tensor = images
             data.get("labels").tensor = labels
-        # Models compute on this rank's data-parallel shard (layers reach the rest of the
-        # mesh through libai.utils.distributed), and under pipeline parallelism every stage
-        # replays `forward`, so every rank gets every field; `placement_idx` decides which
-        # stage consumes it. `DistTensorData.to_global` gives the global (DTensor) view.
         return default_batch_fn(data)
 
     # ---- hooks and writers -----------------------------------------------------------
@@ -543,8 +546,46 @@ class DefaultTrainer(TrainerBase):
         ]
 
     def _evaluate(self) -> dict:
-        model = self.pipeline.eval_model() if self.pipeline is not None else self.model
-        return self.test(self.cfg, self.test_loader, model)
+        if getattr(self, "_eval_model", None) is None:
+            self._eval_model = self.build_eval_model(self.cfg, self.model, self.pipeline)
+        return self.test(self.cfg, self.test_loader, self._eval_model)
+
+    # ---- evaluation without training (tools/train_net.py --eval-only) -----------------
+
+    @classmethod
+    def build_eval_model(cls, cfg, model: nn.Module, pipeline=None) -> nn.Module:
+        """What evaluation runs: the pipeline's forward-only model under pp > 1 (this rank's
+        stage of `pipeline`, or of a new one), the eval graph in graph mode, else `model`."""
+        if dist.get_pipeline_parallel_size() > 1:
+            # Each rank keeps its stage; batches flow through the stages forward only.
+            pipeline = pipeline or build_pipeline(model, num_microbatches=1, schedule_name="GPipe")
+            return pipeline.eval_model()
+        if try_get_key(cfg, "graph.enabled", default=False):
+            return cls.build_graph(cfg, model, is_train=False)
+        return model
+
+    @classmethod
+    def _evaluation_loaders(cls, cfg, tokenizer, val_loader, test_split) -> list:
+        """The loaders evaluation runs on: the train loader's validation and test splits,
+        then `dataloader.test`."""
+        loaders = [loader for loader in (val_loader, test_split) if loader is not None]
+        return loaders + cls.build_test_loader(cfg, tokenizer)
+
+    @classmethod
+    def evaluate_only(cls, cfg, resume: bool = False) -> dict:
+        """Evaluate a trained model as training evaluates it: the same model dispatch
+        (`build_eval_model`), the same loaders (validation split included), weights from
+        the last checkpoint (`resume`) or `train.load_weight`."""
+        tokenizer = cls.build_tokenizer(cfg)
+        _, val_loader, test_split = cls.build_train_loader(cfg, tokenizer)
+        loaders = cls._evaluation_loaders(cfg, tokenizer, val_loader, test_split)
+        model = cls.build_model(cfg)
+        check_vocab_size(model, tokenizer)
+        Checkpointer(model, save_dir=cfg.train.output_dir).resume_or_load(cfg.train.load_weight, resume=resume)
+        if not loaders:
+            logger.info("No dataset to evaluate: set dataloader.test (or a validation split) in the config")
+            return {}
+        return cls.test(cfg, loaders, cls.build_eval_model(cfg, model))
 
     # ---- builders users override ---------------------------------------------------
 
@@ -651,6 +692,7 @@ class DefaultTrainer(TrainerBase):
 
 def _user_error_types() -> tuple:
     from libai.config import ConfigKeyError, ConfigOverrideError
+    from libai.data.placement import PlacementError
     from libai.inference.basic import PipelineError
     from libai.inference.generation import GenerationError
     from libai.models.utils.model_loader import HuggingFaceCheckpointError
@@ -667,20 +709,36 @@ def _user_error_types() -> tuple:
         PipelineError,
         GenerationError,
         HuggingFaceCheckpointError,
+        PlacementError,
     )
 
 
 def run_with_clear_errors(main: Callable, *args) -> None:
     """Call `main(*args)`; a user error (bad config key, layout, batch sizes, missing data,
-    unreadable or unconvertible checkpoint, bad inference argument) prints one `error: ...` line and exits
-    with status 2.
+    unreadable or unconvertible checkpoint, bad inference argument, a batch field on the
+    wrong pipeline stage) prints one `error: ...` line and exits with status 2.
 
-    All ranks see the same config and files, so only rank 0 prints; every rank exits.
+    All ranks see the same config and files, so only rank 0 prints, except for errors that
+    only the rank that meets them knows (`rank_local`, e.g. a `PlacementError` on one
+    pipeline stage). A rank whose peer stopped that way loses its connection in the middle
+    of a collective: it says so in one line instead of a traceback, and exits too.
     """
+    rank = os.environ.get("RANK", "0")
     try:
         main(*args)
     except _user_error_types() as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        if os.environ.get("RANK", "0") == "0":
+        if rank == "0" or getattr(err, "rank_local", False):
             print(f"error: {message}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except RuntimeError as err:
+        if not _is_peer_failure(err):
+            raise
+        print(f"error: rank {rank} stopped because another rank failed (see its error)", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def _is_peer_failure(err: BaseException) -> bool:
+    """Whether `err` is gloo's or NCCL's report of a peer process that went away."""
+    text = str(err)
+    return any(sign in text for sign in ("Connection closed by peer", "Connection reset by peer", "Broken pipe"))

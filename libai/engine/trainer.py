@@ -21,7 +21,7 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 
-from libai.data.structures import Instance
+from libai.data.structures import DistTensorData, Instance
 from libai.utils import distributed as dist
 from libai.utils.events import EventStorage, get_event_storage
 
@@ -33,9 +33,11 @@ BatchFn = Callable[[Any], dict]
 def default_batch_fn(data: Any) -> dict:
     """A loader's batch as the model's keyword arguments, on this rank's device.
 
-    `data` is an `Instance` (its fields' tensors, keyed by field name, which LiBai's
-    datasets make the model's `forward` argument names) or a mapping of tensors (or of
-    objects with a `.tensor`, such as `DistTensorData`). Non-tensor values pass unchanged.
+    `data` is an `Instance` (its fields, keyed by field name, which LiBai's datasets make
+    the model's `forward` argument names) or a mapping of tensors or `DistTensorData`.
+    A `DistTensorData` becomes `model_input(name)`: under pipeline parallelism only the
+    stage its `placement_idx` names gets the data (the others a stand-in without data),
+    laid out per its `sbp_list`. Other values pass unchanged.
     """
     fields = data.get_fields() if isinstance(data, Instance) else data
     if not isinstance(fields, Mapping):
@@ -45,12 +47,13 @@ def default_batch_fn(data: Any) -> dict:
             f"keyword arguments"
         )
     device = dist.get_device()
-    return {key: _to_device(value, device) for key, value in fields.items()}
+    return {key: _model_input(key, value, device) for key, value in fields.items()}
 
 
-def _to_device(value: Any, device: torch.device) -> Any:
-    tensor = getattr(value, "tensor", value)
-    return tensor.to(device, non_blocking=True) if torch.is_tensor(tensor) else tensor
+def _model_input(name: str, value: Any, device: torch.device) -> Any:
+    if isinstance(value, DistTensorData):
+        return value.model_input(name)
+    return value.to(device, non_blocking=True) if torch.is_tensor(value) else value
 
 
 class TrainerBase:

@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 
+from libai.data.placement import UnplacedField
+from libai.data.structures import DistTensorData, Instance
 from libai.utils import distributed as dist_utils
 
 logger = logging.getLogger(__name__)
@@ -146,6 +148,20 @@ def _gather_batch(values: Mapping[str, Any], local_batch: int, keep: int) -> dic
     return result
 
 
+def _evaluator_inputs(model_inputs: dict, batch: Any) -> dict:
+    """What the evaluator reads: the model's inputs, where a pipeline stage got a stand-in
+    for a field placed elsewhere (`UnplacedField`) the loader's data of that field, since
+    every rank evaluates the outputs it receives from the last stage."""
+    fields = batch.get_fields() if isinstance(batch, Instance) else batch
+    inputs = dict(model_inputs)
+    for key, value in model_inputs.items():
+        if isinstance(value, UnplacedField):
+            field = fields[key]
+            tensor = field.tensor if isinstance(field, DistTensorData) else field
+            inputs[key] = tensor.to(dist_utils.get_device())
+    return inputs
+
+
 def inference_on_dataset(
     model: torch.nn.Module,
     data_loader,
@@ -189,11 +205,12 @@ def inference_on_dataset(
                 break
             if total is not None and seen >= total:
                 break  # only padding left
-            inputs = get_batch(batch, input_placement_device)
+            model_inputs = get_batch(batch, input_placement_device)
+            inputs = _evaluator_inputs(model_inputs, batch)
             local_batch = _local_batch_size(inputs)
             device = next(v for v in inputs.values() if isinstance(v, torch.Tensor)).device
             _check_equal_batches(local_batch, device)
-            outputs = model(**inputs)
+            outputs = model(**model_inputs)
             if not isinstance(outputs, Mapping):
                 raise TypeError(
                     f"inference_on_dataset: the model returned {type(outputs).__name__}; in eval "

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from libai.data.placement import ALL_STAGES
 from libai.data.structures import DistTensorData, Instance
 from libai.tokenizer.offline import shakespeare_texts
 
@@ -103,7 +104,7 @@ class FolioGenreDataset(Dataset):
         mask = torch.tensor([1] * len(ids) + [0] * pad, dtype=torch.long)
         return Instance(
             input_ids=DistTensorData(input_ids),
-            attention_mask=DistTensorData(mask),
+            attention_mask=DistTensorData(mask, placement_idx=ALL_STAGES),
             tokentype_ids=DistTensorData(torch.zeros_like(input_ids)),
             labels=DistTensorData(torch.tensor(label), placement_idx=-1),
         )

@@ -142,7 +142,7 @@ def _check_bert_sample(sample, tok, max_len, binary_head=True):
     assert all(t[k].shape == (max_len,) for k in BERT_FIELDS if k != "ns_labels") and t["ns_labels"].shape == ()
     assert t["loss_mask"].dtype == torch.float32
     assert all(t[k].dtype == torch.long for k in BERT_FIELDS if k != "loss_mask")
-    assert [sample.get(k).placement_idx for k in BERT_FIELDS] == [0, 0, 0, -1, -1, -1]
+    assert [sample.get(k).placement_idx for k in BERT_FIELDS] == [0, "all", 0, -1, -1, -1]
     labels, n = t["lm_labels"], int(t["attention_mask"].sum())
     assert t["attention_mask"][:n].eq(1).all() and t["attention_mask"][n:].eq(0).all()
     seps = (labels[:n] == tok.sep_token_id).nonzero().flatten().tolist()
@@ -251,7 +251,7 @@ def test_t5_fields_masks_and_reconstruction(sentences, t5_tokenizer):
         shapes = [(96,), (32,), (96, 96), (32, 32), (32, 96), (32,), (32,)]
         assert [tuple(t[k].shape) for k in T5_FIELDS] == shapes
         assert [t[k].dtype for k in T5_FIELDS] == [torch.long] * 2 + [torch.bool] * 3 + [torch.long, torch.float32]
-        assert [sample.get(k).placement_idx for k in T5_FIELDS] == [0, 0, 0, 0, 0, -1, -1]
+        assert [sample.get(k).placement_idx for k in T5_FIELDS] == [0, 0, "all", "all", "all", -1, -1]
         enc_valid = t["encoder_input_ids"] != t5_tokenizer.pad_token_id
         dec_valid = t["loss_mask"].bool()
         assert torch.equal(t["encoder_attn_mask"], enc_valid[:, None] & enc_valid[None, :])

@@ -17,9 +17,31 @@ def test_dist_tensor_data_defaults_and_repr():
 
 def test_dist_tensor_data_rejects_bad_input():
     with pytest.raises(ValueError, match="'split_<dim>', 'broadcast' or 'partial_sum'"):
-        DistTensorData(torch.zeros(1), sbp_list=["split0"])
+        DistTensorData(torch.zeros(1), sbp_list=["split0"]).check()
+    with pytest.raises(ValueError, match="is not a pipeline stage"):
+        DistTensorData(torch.zeros(1), placement_idx="last").check()
     with pytest.raises(TypeError, match="torch.as_tensor"):
         DistTensorData([1, 2])
+
+
+def test_metadata_is_checked_once_per_batch_not_per_sample():
+    samples = [DistTensorData(torch.zeros(2), sbp_list=["split0"]) for _ in range(3)]  # no error yet
+    with pytest.raises(ValueError, match="'split_<dim>'"):
+        DistTensorData.stack(samples)
+    checked = []
+    original = DistTensorData.check
+
+    def counting_check(self):
+        checked.append(self)
+        return original(self)
+
+    DistTensorData.check = counting_check
+    try:
+        batch = DistTensorData.stack([DistTensorData(torch.zeros(2)) for _ in range(8)])
+    finally:
+        DistTensorData.check = original
+    assert len(checked) == 2  # the first sample's metadata, then the batch it becomes
+    assert batch.placement_idx == 0 and batch.tensor.shape == (8, 2)
 
 
 def test_dist_tensor_data_to_global_makes_a_dtensor_in_place():

@@ -61,9 +61,12 @@ class TinyGPT(nn.Module):
 
 
 class SyntheticTokens(torch.utils.data.Dataset):
-    """`size` sequences of a noisy counting language: token t+1 = token t + step (mod vocab)."""
+    """`size` sequences of a noisy counting language: token t+1 = token t + step (mod vocab).
+    `labels_placement_idx` is the pipeline stage the labels go to (the last, as LiBai's)."""
 
-    def __init__(self, size: int = 512, seq_length: int = 16, vocab_size: int = 64, seed: int = 0):
+    def __init__(self, size: int = 512, seq_length: int = 16, vocab_size: int = 64, seed: int = 0,
+                 labels_placement_idx=-1):
+        self.labels_placement_idx = labels_placement_idx
         gen = torch.Generator().manual_seed(seed)
         starts = torch.randint(0, vocab_size, (size, 1), generator=gen)
         steps = torch.randint(1, 4, (size, 1), generator=gen)
@@ -76,5 +79,5 @@ class SyntheticTokens(torch.utils.data.Dataset):
         seq = self.tokens[idx]
         return Instance(
             input_ids=DistTensorData(seq[:-1], placement_idx=0),
-            labels=DistTensorData(seq[1:], placement_idx=-1),
+            labels=DistTensorData(seq[1:], placement_idx=self.labels_placement_idx),
         )

@@ -16,6 +16,7 @@ from libai.data.datasets.text_segments import (
     require_tokenizer,
     resolve_indexed_dataset,
 )
+from libai.data.placement import ALL_STAGES
 from libai.data.structures import Instance
 
 __all__ = ["BertDataset", "mask_tokens", "truncate_pair"]
@@ -181,7 +182,7 @@ class BertDataset(Dataset):
         loss_mask[positions] = 1.0
         return Instance(
             input_ids=dist_tensor(pad_to(masked, length, self._pad), torch.long),
-            attention_mask=dist_tensor(np.arange(length) < len(tokens), torch.long),
+            attention_mask=dist_tensor(np.arange(length) < len(tokens), torch.long, placement_idx=ALL_STAGES),
             tokentype_ids=dist_tensor(pad_to(tokentypes, length, 0), torch.long),
             ns_labels=dist_tensor(np.array(ns_label), torch.long, placement_idx=-1),
             lm_labels=dist_tensor(pad_to(tokens, length, self._pad), torch.long, placement_idx=-1),

@@ -16,6 +16,7 @@ from libai.data.datasets.text_segments import (
     require_tokenizer,
     resolve_indexed_dataset,
 )
+from libai.data.placement import ALL_STAGES
 from libai.data.structures import Instance
 
 __all__ = ["T5Dataset", "span_counts", "random_spans"]
@@ -168,9 +169,9 @@ class T5Dataset(Dataset):
         return Instance(
             encoder_input_ids=dist_tensor(pad_to(encoder, s_enc, self._pad), torch.long),
             decoder_input_ids=dist_tensor(pad_to(decoder, s_dec, self._pad), torch.long),
-            encoder_attn_mask=dist_tensor(enc_valid[:, None] & enc_valid[None, :], torch.bool),
-            decoder_attn_mask=dist_tensor(causal & dec_valid[:, None] & dec_valid[None, :], torch.bool),
-            encoder_decoder_attn_mask=dist_tensor(dec_valid[:, None] & enc_valid[None, :], torch.bool),
+            encoder_attn_mask=dist_tensor(enc_valid[:, None] & enc_valid[None, :], torch.bool, ALL_STAGES),
+            decoder_attn_mask=dist_tensor(causal & dec_valid[:, None] & dec_valid[None, :], torch.bool, ALL_STAGES),
+            encoder_decoder_attn_mask=dist_tensor(dec_valid[:, None] & enc_valid[None, :], torch.bool, ALL_STAGES),
             lm_labels=dist_tensor(pad_to(target, s_dec, self._pad), torch.long, -1),
             loss_mask=dist_tensor(dec_valid.astype(np.float32), torch.float32, placement_idx=-1),
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ def pad_to(array: np.ndarray, length: int, value: int) -> np.ndarray:
     return out
 
 
-def dist_tensor(array: np.ndarray, dtype: torch.dtype, placement_idx: int = 0) -> DistTensorData:
+def dist_tensor(array: np.ndarray, dtype: torch.dtype, placement_idx: Union[int, str] = 0) -> DistTensorData:
     """A sample field: `array` as a tensor of `dtype`, for the pipeline stage `placement_idx`."""
     return DistTensorData(torch.as_tensor(np.asarray(array)).to(dtype), placement_idx=placement_idx)
 
