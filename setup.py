@@ -24,6 +24,8 @@ setup(
         "tensorboard",
         "tqdm",
         "tokenizers",
+        # Checkpoint file checksums (xxh3: ~10 GB/s, so verifying costs a few % of a save).
+        "xxhash",
         # Image files for libai.inference.ImageClassificationPipeline.
         "pillow",
     ],

@@ -1,8 +1,13 @@
 """Checkpointer: roundtrip, atomic writes, clear errors, save on 2 processes / load on 1."""
+import contextlib
+import io
+import json
+import logging
 import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -279,8 +284,10 @@ def test_corrupt_or_missing_checkpoints_raise_one_clear_error(tmp_path):
     with open(os.path.join(path, data_file), "r+b") as f:
         f.truncate(os.path.getsize(os.path.join(path, data_file)) // 2)
     before = _snapshot(tmp_path)
-    assert "cannot load checkpoint" in _load_error(path)
+    assert f"file {data_file} has" in _load_error(path) and "truncated" in _load_error(path)
     assert _snapshot(tmp_path) == before  # loading never touches files
+    os.remove(os.path.join(path, "checksums.json"))  # an unverifiable checkpoint: DCP finds it
+    assert "cannot load checkpoint" in _load_error(path)
 
     with open(os.path.join(path, ".metadata"), "wb") as f:
         f.write(b"garbage")
@@ -388,3 +395,99 @@ def test_two_process_save_then_one_process_load(tmp_path):
     for name, param in model.named_parameters():
         assert optimizer.state[param]["exp_avg"].tolist() == exp_avg[name], name
     assert target[3].count == 2
+
+
+def _flip_a_byte(path):
+    """Flip one bit in the middle of the largest data file of checkpoint `path`; return its name."""
+    name = max((f for f in os.listdir(path) if f.endswith(".distcp")), key=lambda f: os.path.getsize(os.path.join(path, f)))
+    with open(os.path.join(path, name), "r+b") as f:
+        f.seek(os.path.getsize(os.path.join(path, name)) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x01]))
+    return name
+
+
+def test_a_flipped_byte_is_caught_on_load_and_resume_falls_back(tmp_path, caplog):
+    parts = _make(0)
+    ckpt = _checkpointer(tmp_path, parts)
+    first = ckpt.save("model_0000001", iteration=1)
+    time.sleep(0.01)  # distinct modification times order the checkpoints
+    latest = ckpt.save("model_0000003", iteration=3)
+    assert json.load(open(os.path.join(latest, "checksums.json")))["files"].keys() == {
+        f for f in os.listdir(latest) if f != "checksums.json"
+    }
+    name = _flip_a_byte(latest)
+    message = _load_error(latest)
+    assert message.startswith(f"checkpoint {latest}: file {name} does not match its checksum (corrupted)")
+
+    with caplog.at_level(logging.WARNING, logger="libai"):
+        extra = _checkpointer(tmp_path, _make(1)).resume_or_load(None, resume=True)
+    assert extra == {"iteration": 1}
+    assert f"resuming from {first}, the newest other checkpoint, instead" in caplog.text
+    _flip_a_byte(first)
+    with pytest.raises(CheckpointError, match=f"no other checkpoint in {tmp_path} passes its check"):
+        _checkpointer(tmp_path, _make(1)).resume_or_load(None, resume=True)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """ENOSPC in the middle of writing a shard: the save fails with one line and the
+    previous checkpoint and `last_checkpoint` stay as they were, loadable."""
+    import errno
+
+    from torch.distributed.checkpoint import filesystem
+
+    parts = _make(0)
+    ckpt = _checkpointer(tmp_path, parts)
+    previous = ckpt.save("model_0000001", iteration=1)
+    before = _snapshot(tmp_path)
+    real_create_stream = filesystem.FileSystem.create_stream
+
+    class FullDisk(io.RawIOBase):
+        def __init__(self, stream):
+            self.stream, self.written = stream, 0
+
+        def writable(self):
+            return True
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 1000:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.stream.write(data)
+
+        def tell(self):
+            return self.stream.tell()
+
+    @contextlib.contextmanager
+    def create_stream(self, path, mode):
+        with real_create_stream(self, path, mode) as stream:
+            yield FullDisk(stream) if "w" in mode else stream
+
+    monkeypatch.setattr(filesystem.FileSystem, "create_stream", create_stream)
+    with pytest.raises(CheckpointError) as info:
+        ckpt.save("model_0000002", iteration=2)
+    message = str(info.value)
+    assert "\n" not in message and "No space left on device" in message and "previous checkpoints are kept" in message
+    monkeypatch.undo()
+    assert _snapshot(tmp_path) == before
+    assert ckpt.get_checkpoint_file() == previous
+    assert _checkpointer(tmp_path, _make(1)).resume_or_load(None, resume=True) == {"iteration": 1}
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch ran-code",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    """DCP's .metadata is a pickle: one carrying a callable is refused before it is read."""
+    monkeypatch.chdir(tmp_path)
+    path = _checkpointer(tmp_path, _make(0)).save("model_0000001", iteration=1)
+    import pickle
+
+    with open(os.path.join(path, ".metadata"), "wb") as f:
+        pickle.dump({"state_dict_metadata": _RunsCode()}, f)
+    message = _load_error(path)
+    assert "holds a pickled posix.system, which a checkpoint never needs; loading would run code" in message
+    assert not os.path.exists(tmp_path / "ran-code")

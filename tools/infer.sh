@@ -4,6 +4,8 @@
 #   bash tools/infer.sh tools/generate.py 2 --config-file CONFIG --model-path DIR --prompt "..." \
 #       --tensor-parallel 2
 # Several machines: NODE=2 NODE_RANK=0|1 ADDR=<node 0 address> PORT=12345 on each one.
+# MAX_RESTARTS=N restarts the workers up to N times when one fails (with --resume, a
+# restarted training run continues from its last checkpoint).
 # tools/train.sh launches through this script too.
 set -euo pipefail
 
@@ -24,5 +26,5 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 exec python3 "$TOOLS_DIR/launch.py" \
   --nproc_per_node "$GPUS" --nnodes "$NODE" --node_rank "$NODE_RANK" \
-  --master_addr "$ADDR" --master_port "$PORT" \
+  --master_addr "$ADDR" --master_port "$PORT" --max-restarts "${MAX_RESTARTS:-0}" \
   "$FILE" "${@:3}"

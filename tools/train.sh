@@ -2,6 +2,7 @@
 # Launch FILE on NPROC processes per node with torchrun, as LiBai's tools/train.sh does.
 #   bash tools/train.sh tools/train_net.py projects/mnist/config.py 8 [overrides...]
 # Several machines: NODE=2 NODE_RANK=0|1 ADDR=<node 0 address> PORT=12345 on each one.
+# Restart failed workers from the last checkpoint: MAX_RESTARTS=3 bash tools/train.sh ... --resume
 set -euo pipefail
 
 if [ "$#" -lt 3 ]; then

@@ -11,9 +11,20 @@
 Inside a config file `train.update(dict(...))` merges the same way (only while
 `LazyConfig.load` runs the file; importing libai leaves OmegaConf unchanged).
 """
+from .checks import check_train_config
 from .config import configurable, get_config, packaged_config_dirs, try_get_key
 from .instantiate import instantiate, locate
-from .lazy import ConfigKeyError, ConfigKeyWarning, ConfigOverrideError, LazyCall, LazyConfig, merge_update
+from .lazy import (
+    ConfigFileError,
+    ConfigImportError,
+    ConfigKeyError,
+    ConfigKeyWarning,
+    ConfigOverrideError,
+    ConfigValueError,
+    LazyCall,
+    LazyConfig,
+    merge_update,
+)
 
 __all__ = [
     "LazyCall",
@@ -25,7 +36,11 @@ __all__ = [
     "configurable",
     "try_get_key",
     "merge_update",
+    "check_train_config",
     "ConfigKeyError",
     "ConfigOverrideError",
     "ConfigKeyWarning",
+    "ConfigValueError",
+    "ConfigFileError",
+    "ConfigImportError",
 ]

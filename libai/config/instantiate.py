@@ -7,6 +7,7 @@ recursively; everything else passes through (see `instantiate` for the exact rul
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from collections.abc import Mapping
 from typing import Any, Optional
@@ -18,11 +19,27 @@ try:  # omegaconf >= 2.4 keeps tuples as TupleConfig
 except ImportError:  # pragma: no cover - older omegaconf turns tuples into ListConfig
     TupleConfig = None  # type: ignore[assignment,misc]
 
-__all__ = ["instantiate", "locate", "target_to_string", "is_lazy_node"]
+__all__ = [
+    "instantiate",
+    "locate",
+    "target_to_string",
+    "is_lazy_node",
+    "ConfigTargetError",
+    "ConfigArgumentError",
+]
 
 logger = logging.getLogger(__name__)
 
 TARGET_KEY = "_target_"
+
+
+class ConfigTargetError(ImportError):
+    """A LazyCall node whose `_target_` import path does not import."""
+
+
+class ConfigArgumentError(TypeError):
+    """A LazyCall node whose arguments do not fit its target's signature (an unknown or a
+    missing argument), found before the target is called."""
 
 
 def is_lazy_node(obj: Any) -> bool:
@@ -166,7 +183,7 @@ def _call_target(cfg: Mapping) -> Any:
         try:
             target = locate(target)
         except ImportError as err:
-            raise ImportError(
+            raise ConfigTargetError(
                 f"instantiate: cannot import _target_ {name!r}{where_text}: {err}. "
                 "Fix the dotted path or make its package importable."
             ) from err
@@ -177,9 +194,32 @@ def _call_target(cfg: Mapping) -> Any:
         )
     kwargs = {key: instantiate(cfg[key]) for key in cfg.keys() if key != TARGET_KEY}
     try:
+        _check_arguments(target, kwargs, name, where_text)
         return target(**kwargs)
     except Exception as err:
         # Keep the original exception type (callers may catch it) but say which node failed.
         if hasattr(err, "add_note"):
             err.add_note(f"(raised while instantiating {name}{where_text})")
         raise
+
+
+def _check_arguments(target: Any, kwargs: dict, name: str, where_text: str) -> None:
+    """Raise `ConfigArgumentError` when `target` cannot take `kwargs` (a misspelt or a
+    missing argument in the config), instead of a TypeError from inside the call.
+
+    The signature is the callable's own (`follow_wrapped=False`): a decorated `__init__`
+    (such as `@configurable`, which also takes `cfg`) shows `*args, **kwargs` and is not
+    checked. Callables without a readable signature are not checked either.
+    """
+    try:
+        signature = inspect.signature(target, follow_wrapped=False)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(**kwargs)
+    except TypeError as err:
+        accepted = [p.name for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        raise ConfigArgumentError(
+            f"instantiate: {name}{where_text}: {err}; its arguments are {', '.join(accepted) or 'none'}. "
+            "Fix the argument names in the config."
+        ) from None

@@ -51,7 +51,18 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .instantiate import TARGET_KEY, _node_path, is_lazy_node, locate, target_to_string
 
-__all__ = ["LazyCall", "LazyConfig", "ConfigKeyError", "ConfigKeyWarning", "merge_update", "nearest_key"]
+__all__ = [
+    "LazyCall",
+    "LazyConfig",
+    "ConfigKeyError",
+    "ConfigKeyWarning",
+    "ConfigOverrideError",
+    "ConfigValueError",
+    "ConfigFileError",
+    "ConfigImportError",
+    "merge_update",
+    "nearest_key",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +87,28 @@ class ConfigKeyError(KeyError):
 
 class ConfigOverrideError(ValueError):
     """A command-line override that is not `key=value` (for example a flag placed after
-    the overrides)."""
+    the overrides), or whose value has the wrong type for its key (`train.train_iter=abc`)."""
+
+
+class ConfigValueError(ValueError):
+    """A config value that cannot work: a wrong type or a size out of range.
+
+    Raised where the value is read (`check_train_config`, the optimizer and scheduler
+    builders); the message names the key, the value and what it must be.
+    """
+
+
+class ConfigFileError(ValueError):
+    """A config file that cannot be loaded: Python that fails to run (syntax error, a name
+    or import that does not exist, an exception raised by the file), YAML that does not
+    parse, a pickle that is not a config, or an unknown file type.
+
+    The message names the file and, for Python, the line: `str(err)` is one line.
+    """
+
+
+class ConfigImportError(ImportError, ConfigFileError):
+    """An import in a config file that fails (still an `ImportError` for callers)."""
 
 
 class ConfigKeyWarning(UserWarning):
@@ -299,8 +331,7 @@ class _ConfigFileLoader:
         module.__package__ = package
         # Registered before running, so an import cycle sees the partial module, like Python.
         self.modules[path] = module
-        code = compile(path.read_text(encoding="utf-8"), str(path), "exec")
-        exec(code, module.__dict__)
+        _run_config_code(path, module)
         _cast_module_dicts(module)
         return module
 
@@ -361,6 +392,50 @@ class _ConfigFileLoader:
                 elif (directory / item).is_dir():
                     setattr(last, item, self._dir_module(directory / item))
         return first if top else last
+
+
+# Mistakes a config file's author makes, reported as one line wherever they are raised: a
+# name that is not defined, an import that fails (also inside a module the file imports),
+# a syntax error (also in an imported project module). Other exceptions keep their type
+# and traceback: raised inside library code they may be bugs, and one that the file
+# raises on purpose is for its callers to catch.
+_CONFIG_MISTAKES = (SyntaxError, ImportError, NameError)
+
+
+def _run_config_code(path: Path, module: types.ModuleType) -> None:
+    """Compile and run one config file in `module`; its mistakes become `ConfigFileError`s."""
+    try:
+        code = compile(path.read_text(encoding="utf-8"), str(path), "exec")
+    except SyntaxError as err:
+        raise ConfigFileError(f"config file '{path}', line {err.lineno}: {_syntax_text(err, path)}") from err
+    try:
+        exec(code, module.__dict__)
+    except ConfigFileError:
+        raise  # from a config file this one imports, which it already names
+    except _CONFIG_MISTAKES as err:
+        what = _syntax_text(err, path) if isinstance(err, SyntaxError) else f"{type(err).__name__}: {err}"
+        message = f"config file '{path}', line {_line_in_file(err, path)}: {what}"
+        if isinstance(err, ImportError):
+            raise ConfigImportError(message, name=err.name) from err
+        raise ConfigFileError(message) from err
+
+
+def _syntax_text(err: SyntaxError, path: Path) -> str:
+    """`SyntaxError: <msg>`, the file and line when it is not `path`, and the code."""
+    where = f" ({err.filename}, line {err.lineno})" if err.filename and err.filename != str(path) else ""
+    code = f": {err.text.strip()}" if err.text and err.text.strip() else ""
+    return f"{type(err).__name__}: {err.msg}{where}{code}"
+
+
+def _line_in_file(err: BaseException, path: Path) -> Optional[int]:
+    """The line of `path` that was running when `err` was raised (the deepest one)."""
+    line = None
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == str(path):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
 
 
 def _cast_module_dicts(module: types.ModuleType) -> None:
@@ -505,6 +580,37 @@ def _check_key_exists(cfg: DictConfig, key: str, override: str) -> None:
         )
 
 
+def _expected_kind(old: Any, new: Any) -> Optional[str]:
+    """What a key holding `old` takes, when `new` is not that; None when `new` fits.
+
+    Only numbers and booleans are checked: their keys never take a string or a list (a
+    string key may become a list, e.g. a data_prefix, and None means "unset" anywhere).
+    """
+    if old is None or new is None or (isinstance(new, str) and new.startswith("${")):
+        return None
+    if isinstance(old, bool):
+        return None if isinstance(new, bool) else "true or false"
+    if isinstance(old, (int, float)) and (isinstance(new, bool) or not isinstance(new, (int, float))):
+        return "a number"
+    return None
+
+
+def _check_value_type(cfg: DictConfig, key: str, value: Any, override: str) -> None:
+    """Raise `ConfigOverrideError` when `value` has the wrong type for what `key` holds
+    (`train.train_iter=abc` would otherwise fail far away, after the run has started)."""
+    try:
+        old = OmegaConf.select(cfg, key, throw_on_missing=False)
+    except Exception:  # an interpolation that does not resolve: nothing to compare with
+        return
+    expected = _expected_kind(old, value)
+    if expected is not None:
+        got = f"the string {value!r}" if isinstance(value, str) else f"{value!r} ({type(value).__name__})"
+        raise ConfigOverrideError(
+            f"config override {override!r}: {key} takes {expected} (it is {old!r}), got {got}: "
+            f"fix the value, e.g. {key}={old!r}"
+        )
+
+
 def _apply_one_override(cfg: DictConfig, override: str) -> None:
     key, sep, text = override.partition("=")
     key = key.strip()
@@ -518,6 +624,8 @@ def _apply_one_override(cfg: DictConfig, override: str) -> None:
     if not add:
         _check_key_exists(cfg, key, override)
     value = parse_override_value(text)
+    if not add:
+        _check_value_type(cfg, key, value, override)
     # merge=False: "train.dist={'tensor_parallel_size': 2}" sets exactly that dict.
     OmegaConf.update(cfg, key, value, merge=False, force_add=add)
 
@@ -715,6 +823,8 @@ class LazyConfig:
                 for a tuple of values.
         """
         path = Path(filename)
+        if path.is_dir():
+            raise ConfigFileError(f"config file {str(filename)!r} is a folder: give the config file in it (--config-file)")
         if not path.is_file():
             raise FileNotFoundError(
                 f"config file {str(filename)!r} does not exist (current directory: {os.getcwd()}); "
@@ -728,7 +838,7 @@ class LazyConfig:
         elif suffix == ".pkl":
             cfg = _load_pickle(path)
         else:
-            raise ValueError(f"config file {str(filename)!r}: use a .py, .yaml/.yml or .pkl file")
+            raise ConfigFileError(f"config file {str(filename)!r}: use a .py, .yaml/.yml or .pkl file")
         if keys is None:
             return cfg
         if isinstance(keys, str):
@@ -834,19 +944,38 @@ def _load_python(path: Path) -> DictConfig:
 
 
 def _load_yaml(path: Path) -> DictConfig:
-    loaded = OmegaConf.load(path)
+    try:
+        loaded = OmegaConf.load(path)
+    except yaml.YAMLError as err:
+        raise ConfigFileError(f"config file {str(path)!r} is not valid YAML: {_yaml_problem(err)}") from err
     if not isinstance(loaded, DictConfig):
-        raise ValueError(f"config file {str(path)!r} holds a YAML {type(loaded).__name__}; a config must be a mapping")
+        raise ConfigFileError(
+            f"config file {str(path)!r} holds a YAML {type(loaded).__name__}; a config must be a mapping"
+        )
     cfg = DictConfig(loaded, flags=dict(_FLAGS))
     _resolve_targets(cfg)
     return cfg
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's several-line report as one line: where (1-based) and what."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}"
+
+
 def _load_pickle(path: Path) -> DictConfig:
-    with open(path, "rb") as f:
-        cfg = cloudpickle.load(f)
+    try:
+        with open(path, "rb") as f:
+            cfg = cloudpickle.load(f)
+    except Exception as err:  # garbage can fail to unpickle in many ways; each means the same
+        raise ConfigFileError(
+            f"config file {str(path)!r} cannot be unpickled ({type(err).__name__}: {err}): "
+            "a .pkl config must be one written by LazyConfig.save"
+        ) from err
     if not isinstance(cfg, DictConfig):
-        raise ValueError(f"{str(path)!r} does not hold a pickled config (found {type(cfg).__name__})")
+        raise ConfigFileError(f"{str(path)!r} does not hold a pickled config (found {type(cfg).__name__})")
     return cfg
 
 

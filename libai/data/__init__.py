@@ -7,10 +7,12 @@ from libai.data.build import (
     build_nlp_train_loader,
     build_nlp_train_val_test_loader,
 )
+from libai.data.errors import DataError
 from libai.data.samplers import CyclicSampler, SingleRoundSampler
 from libai.data.structures import DistTensorData, Instance
 
 __all__ = [
+    "DataError",
     "DistTensorData",
     "Instance",
     "CyclicSampler",

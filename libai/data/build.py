@@ -8,12 +8,14 @@ samples one data-parallel rank reads per step. The default collate is `Instance.
 from __future__ import annotations
 
 import logging
+import numbers
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 from omegaconf import ListConfig
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
+from libai.data.errors import DataError
 from libai.data.samplers import CyclicSampler, SingleRoundSampler
 from libai.data.structures import Instance
 
@@ -34,11 +36,32 @@ def _mix_datasets(dataset: Any, dataset_mixer: Callable[[list], Dataset]) -> Dat
     if isinstance(dataset, (list, tuple, ListConfig)):
         datasets = list(dataset)
         if not datasets:
-            raise ValueError("the loader got an empty list of datasets: give at least one dataset")
+            raise DataError("the loader got an empty list of datasets: give at least one dataset")
         return datasets[0] if len(datasets) == 1 else dataset_mixer(datasets)
     if dataset is None:
-        raise ValueError("the loader got dataset=None: set dataloader.train.dataset in the config")
+        raise DataError("the loader got dataset=None: set dataloader.train.dataset in the config")
     return dataset
+
+
+def _check_batch_size(name: str, value: Any, trainer_key: str) -> int:
+    """`value` as an int >= 1, or a `DataError` naming the argument and the trainer key
+    it comes from (`DefaultTrainer` sets it from `trainer_key`)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise DataError(f"{name} must be an integer >= 1, got {value!r}: the trainer sets it from {trainer_key}")
+    return int(value)
+
+
+def _check_enough_samples(dataset: Dataset, micro_batch_size: int, dp_size: int) -> None:
+    """One training step reads `micro_batch_size x dp_size` distinct samples: refuse less
+    data than that (a batch would hold the same sample twice), and an empty dataset."""
+    size, step = len(dataset), micro_batch_size * dp_size
+    if size == 0:
+        raise DataError("the training dataset is empty (0 samples): check the dataset's files, path and filters")
+    if size < step:
+        raise DataError(
+            f"the training dataset has {size} samples, fewer than one step reads: train_micro_batch_size "
+            f"({micro_batch_size}) x data-parallel ranks ({dp_size}) = {step}; use more data or a smaller batch"
+        )
 
 
 def _dp_rank_and_size() -> tuple[int, int]:
@@ -62,8 +85,8 @@ def _make_loader(
     seed: int,
 ) -> DataLoader:
     """A DataLoader over `batch_sampler` with Instance.stack as default collate."""
-    if int(num_workers) < 0:
-        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 0:
+        raise DataError(f"num_workers must be >= 0 (an integer), got {num_workers!r}: set the loader's num_workers")
     from libai.utils.distributed import get_rank
 
     # Worker RNG seeds come from this generator, so random augmentation in workers is
@@ -94,7 +117,9 @@ def _train_loader(
 ) -> DataLoader:
     dataset = _mix_datasets(dataset, dataset_mixer)
     if sampler is None:
+        train_batch_size = _check_batch_size("train_batch_size", train_batch_size, "train.train_micro_batch_size")
         dp_rank, dp_size = _dp_rank_and_size()
+        _check_enough_samples(dataset, train_batch_size, dp_size)
         sampler = CyclicSampler(
             dataset=dataset,
             micro_batch_size=train_batch_size,
@@ -117,6 +142,7 @@ def _test_loader(
 ) -> DataLoader:
     dataset = _mix_datasets(dataset, ConcatDataset)
     if sampler is None:
+        test_batch_size = _check_batch_size("test_batch_size", test_batch_size, "train.test_micro_batch_size")
         dp_rank, dp_size = _dp_rank_and_size()
         sampler = SingleRoundSampler(
             dataset=dataset,
@@ -210,7 +236,7 @@ def _normalize_split(split: Sequence[float]) -> list[float]:
     """One dataset's train/valid/test weights as three fractions summing to 1."""
     weights = [float(w) for w in split]
     if not 1 <= len(weights) <= 3 or any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(
+        raise DataError(
             f"a split must be up to 3 non-negative weights for train/valid/test with a positive sum, "
             f"like [949, 50, 1]; got {list(split)}"
         )
@@ -244,7 +270,7 @@ def _splits_per_dataset(splits: Any, num_datasets: int) -> list[list[float]]:
     if len(splits) == 1:
         splits = splits * num_datasets
     if len(splits) != num_datasets:
-        raise ValueError(
+        raise DataError(
             f"splits has {len(splits)} entries for {num_datasets} datasets: give one [train, valid, test] per dataset"
         )
     return splits
@@ -280,9 +306,9 @@ def build_nlp_train_val_test_loader(
     _warn_unused("build_nlp_train_val_test_loader", kwargs)
     datasets = list(dataset) if isinstance(dataset, (list, tuple, ListConfig)) else [dataset]
     if not datasets or any(d is None for d in datasets):
-        raise ValueError("build_nlp_train_val_test_loader got no dataset: set dataloader.train.dataset in the config")
+        raise DataError("build_nlp_train_val_test_loader got no dataset: set dataloader.train.dataset in the config")
     if weights is not None and len(weights) != len(datasets):
-        raise ValueError(
+        raise DataError(
             f"weights has {len(weights)} entries for {len(datasets)} datasets: give one weight per dataset"
         )
     if weights is not None and len(set(float(w) for w in weights)) > 1:
@@ -301,7 +327,7 @@ def build_nlp_train_val_test_loader(
             if len(indices) > 0:
                 bucket.append(Subset(ds, indices))
     if not parts[0]:
-        raise ValueError(f"splits {list(splits)} leave no training samples: give the train part a positive weight")
+        raise DataError(f"splits {list(splits)} leave no training samples: give the train part a positive weight")
     train_loader = _train_loader(
         parts[0], train_batch_size, sampler, num_workers, consumed_samples, seed, collate_fn, dataset_mixer
     )

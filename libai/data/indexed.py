@@ -26,6 +26,8 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from libai.data.errors import DataError
+
 __all__ = [
     "MMapIndexedDataset",
     "MMapIndexedDatasetBuilder",
@@ -92,14 +94,14 @@ def _read_header(path: str, file_size: int) -> tuple[np.dtype, int, int]:
         header = f.read(_HEADER_SIZE)
     # A short file that starts like the magic is truncated; anything else is not an index.
     if header[: len(_MAGIC)] != _MAGIC[: len(header)]:
-        raise ValueError(f"{path} is not a Megatron mmap index (bad magic bytes): {_FIX}")
+        raise DataError(f"{path} is not a Megatron mmap index (bad magic bytes): {_FIX}")
     if len(header) < _HEADER_SIZE:
-        raise ValueError(f"{path} is truncated ({file_size} bytes, shorter than the header): {_FIX}")
+        raise DataError(f"{path} is truncated ({file_size} bytes, shorter than the header): {_FIX}")
     version, code, num_seqs, doc_count = struct.unpack("<QBQQ", header[len(_MAGIC):])
     if version != _VERSION:
-        raise ValueError(f"{path} has index version {version}, only version {_VERSION} is supported: {_FIX}")
+        raise DataError(f"{path} has index version {version}, only version {_VERSION} is supported: {_FIX}")
     if code not in DTYPE_CODES:
-        raise ValueError(f"{path} has unknown dtype code {code}: {_FIX}")
+        raise DataError(f"{path} has unknown dtype code {code}: {_FIX}")
     return np.dtype(DTYPE_CODES[code]), num_seqs, doc_count
 
 
@@ -111,7 +113,7 @@ class _Index:
         self.dtype, num_seqs, doc_count = _read_header(path, file_size)
         expected = _HEADER_SIZE + num_seqs * (4 + 8) + doc_count * 8
         if file_size < expected:
-            raise ValueError(
+            raise DataError(
                 f"{path} is truncated ({file_size} bytes, its header promises {expected}): {_FIX}"
             )
         # A zero-length memmap is an error in numpy; an empty index has no arrays to map.
@@ -124,7 +126,7 @@ class _Index:
         self.doc_idx = np.frombuffer(buffer, dtype="<i8", count=doc_count, offset=offset)
         self._buffer = buffer
         if doc_count and (self.doc_idx[0] != 0 or self.doc_idx[-1] > num_seqs):
-            raise ValueError(f"{path} has a corrupt document index: {_FIX}")
+            raise DataError(f"{path} has a corrupt document index: {_FIX}")
 
     def __len__(self) -> int:
         return len(self.sizes)
@@ -155,7 +157,7 @@ class MMapIndexedDataset:
         itemsize = self._index.dtype.itemsize
         needed = int(self._index.pointers[-1] + self._index.sizes[-1] * itemsize) if len(self._index) else 0
         if bin_size < needed:
-            raise ValueError(f"{bin_path} is truncated ({bin_size} bytes, its index needs {needed}): {_FIX}")
+            raise DataError(f"{bin_path} is truncated ({bin_size} bytes, its index needs {needed}): {_FIX}")
         self._bin = np.memmap(bin_path, mode="r", order="C") if bin_size > 0 else np.empty(0, np.uint8)
         if not skip_warmup:
             _warmup(bin_path)
@@ -238,11 +240,11 @@ def _warmup(path: str, chunk: int = 1 << 24) -> None:
 def get_indexed_dataset(data_prefix: str, data_impl: str = "mmap", skip_warmup: bool = False) -> MMapIndexedDataset:
     """Open the indexed dataset at `data_prefix` (LiBai's name). Only `data_impl="mmap"` exists here."""
     if data_impl not in ("mmap", "infer"):
-        raise ValueError(
+        raise DataError(
             f"data_impl={data_impl!r} is not supported: use 'mmap' (what tools/preprocess_data.py writes)"
         )
     if data_prefix is None:
-        raise ValueError("get_indexed_dataset needs data_prefix: the path of the .bin/.idx pair without extension")
+        raise DataError("get_indexed_dataset needs data_prefix: the path of the .bin/.idx pair without extension")
     return MMapIndexedDataset(data_prefix, skip_warmup=skip_warmup)
 
 

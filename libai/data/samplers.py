@@ -16,9 +16,12 @@ the data-parallel size; the constructor arguments and ``consumed_samples`` seman
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Iterator, Sized
 
 import torch
+
+from libai.data.errors import DataError
 
 
 def _check_args(
@@ -27,13 +30,13 @@ def _check_args(
     """Validate the common sampler arguments; return the dataset size."""
     num_samples = len(dataset)
     if num_samples <= 0:
-        raise ValueError("the sampler got an empty dataset: check the dataset's path and filters")
-    if int(micro_batch_size) <= 0:
-        raise ValueError(f"micro_batch_size must be positive, got {micro_batch_size}")
+        raise DataError("the sampler got an empty dataset: check the dataset's path and filters")
+    if isinstance(micro_batch_size, bool) or not isinstance(micro_batch_size, numbers.Integral) or micro_batch_size <= 0:
+        raise DataError(f"micro_batch_size must be positive (an integer >= 1), got {micro_batch_size!r}")
     if int(data_parallel_size) <= 0:
-        raise ValueError(f"data_parallel_size must be positive, got {data_parallel_size}")
+        raise DataError(f"data_parallel_size must be positive, got {data_parallel_size}")
     if not 0 <= int(data_parallel_rank) < int(data_parallel_size):
-        raise ValueError(
+        raise DataError(
             f"data_parallel_rank={data_parallel_rank} is outside [0, {int(data_parallel_size) - 1}] "
             f"for data_parallel_size={data_parallel_size}"
         )
@@ -105,7 +108,7 @@ class CyclicSampler:
     ) -> None:
         self.data_size = _check_args(dataset, micro_batch_size, data_parallel_rank, data_parallel_size)
         if int(consumed_samples) < 0:
-            raise ValueError(f"consumed_samples must be >= 0, got {consumed_samples}")
+            raise DataError(f"consumed_samples must be >= 0, got {consumed_samples}")
         self.dataset = dataset
         self.micro_batch_size = int(micro_batch_size)
         self.shuffle = bool(shuffle)

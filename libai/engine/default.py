@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import inspect
 import logging
 import math
 import os
 import random
 import sys
+import time
 import weakref
 from collections import OrderedDict
 from typing import Callable, Iterator, Optional
@@ -27,6 +29,8 @@ from torch import nn
 from omegaconf import DictConfig, ListConfig
 
 from libai.config import LazyConfig, instantiate, try_get_key
+from libai.config.checks import TRAINER_GROUPS, check_train_config
+from libai.data.errors import DataError
 from libai.config.instantiate import locate
 from libai.data.structures import Instance
 from libai.engine import hooks
@@ -37,9 +41,10 @@ from libai.layers import enable_activation_checkpointing
 from libai.models.utils.graph_base import CompiledOrEager
 from libai.optim import build_optimizer
 from libai.utils import distributed as dist
-from libai.utils.checkpoint import Checkpointer
+from libai.utils.checkpoint import LAST_CHECKPOINT_FILE, Checkpointer
 from libai.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
-from libai.utils.logger import log_ignored_arguments, setup_logger
+from libai.utils.logger import hold_log_records, log_ignored_arguments, release_log_records, setup_logger
+from libai.utils.rng import RNGStates
 from libai.utils.zero import apply_zero
 
 logger = logging.getLogger(__name__)
@@ -74,10 +79,18 @@ def check_vocab_size(model: nn.Module, tokenizer) -> None:
 # --------------------------------------------------------------------------------------
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, with a command-line mistake reported like every other user error: one
+    `error: ...` line (naming --help) and status 2, instead of the usage block first."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
     """The parser of LiBai's tools: `--config-file`, `--resume`, `--eval-only`,
     `--fast-dev-run`, then `key=value` config overrides."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         epilog=epilog
         or (
             "Examples:\n"
@@ -110,13 +123,18 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
 
 
 def default_setup(cfg, args) -> None:
-    """Prepare a run: process group and mesh, batch sizes, logs, seed and `config.yaml`.
+    """Prepare a run: checks, process group and mesh, batch sizes, console log, seed.
 
-    Applies `--resume` and `--fast-dev-run`, starts the process group and builds the mesh
-    from `train.dist`, checks `global = micro x dp x accumulation`, sets up `log.txt` (and
-    per-rank logs), seeds every rank with `train.seed` (the same seed everywhere, so the
-    initial weights do not depend on the layout) and writes `config.yaml` on rank 0.
+    Checks the config (`check_train_config`: the groups a run needs, the types and ranges
+    of `train`), applies `--resume` and `--fast-dev-run`, starts the process group and
+    builds the mesh from `train.dist`, checks `global = micro x dp x accumulation` and
+    seeds every rank with `train.seed` (the same seed everywhere, so the initial weights
+    do not depend on the layout). Nothing is written to `train.output_dir` yet: the
+    trainer calls `open_output_dir` once everything is built, so a run that fails on bad
+    input leaves the directory as it was. Log lines until then are kept for `log.txt`.
     """
+    eval_only = bool(getattr(args, "eval_only", False))
+    check_train_config(cfg, groups=("train", "model", "dataloader") if eval_only else TRAINER_GROUPS)
     train = cfg.train
     train.resume = bool(getattr(args, "resume", False))
     if getattr(args, "fast_dev_run", False):
@@ -135,11 +153,8 @@ def default_setup(cfg, args) -> None:
     _record_layout(cfg, util)
     resolve_batch_sizes(train, util.data_parallel_size)
 
-    output_dir = train.output_dir
-    if dist.is_main_process() and output_dir:
-        os.makedirs(output_dir, exist_ok=True)
-    dist.synchronize()
-    setup_logger(output_dir, distributed_rank=dist.get_rank())
+    setup_logger(None, distributed_rank=dist.get_rank())
+    hold_log_records()
     logger.info(
         "Rank %d of %d, layout dp=%d tp=%d pp=%d on %s",
         dist.get_rank(),
@@ -152,7 +167,49 @@ def default_setup(cfg, args) -> None:
     if getattr(args, "config_file", ""):
         logger.info("Config file: %s", args.config_file)
     seed_all(int(train.seed))
+
+
+def open_output_dir(cfg, keep_earlier: bool = True) -> None:
+    """Start writing into `train.output_dir`: move an earlier run aside (`keep_earlier` and
+    not resuming: `keep_earlier_run`), create the directory, log into `log.txt` (and
+    `log.txt.rank{r}`, with the lines held since `default_setup`) and write `config.yaml`.
+
+    Collective. The trainer calls it when everything a run needs has been built, so bad
+    input never reaches the directory.
+    """
+    output_dir = cfg.train.output_dir
+    kept = None
+    if dist.is_main_process() and output_dir:
+        if keep_earlier and not cfg.train.get("resume", False):
+            kept = keep_earlier_run(output_dir)
+        os.makedirs(output_dir, exist_ok=True)
+    dist.synchronize()
+    if output_dir:
+        setup_logger(output_dir, distributed_rank=dist.get_rank())
+    release_log_records()
+    if kept:
+        logger.warning(
+            "train.output_dir %s held an earlier run's checkpoints: it is kept as %s and this run "
+            "starts fresh (pass --resume to continue a run instead)", output_dir, kept
+        )
     save_config(cfg)
+
+
+def keep_earlier_run(output_dir: str) -> Optional[str]:
+    """Move an earlier run's `output_dir` (one with checkpoints) aside, so a new run that
+    is not `--resume`d never mixes its logs and checkpoints with it: it becomes
+    `output_dir.<time of its last checkpoint>` and the new run starts in a fresh
+    `output_dir`. Returns where it went, or None when there was nothing to keep."""
+    marker = os.path.join(output_dir, LAST_CHECKPOINT_FILE)
+    if not os.path.isfile(marker):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(os.path.getmtime(marker)))
+    kept, n = f"{os.path.normpath(output_dir)}.{stamp}", 1
+    while os.path.exists(kept):
+        n += 1
+        kept = f"{os.path.normpath(output_dir)}.{stamp}-{n}"
+    os.rename(output_dir, kept)
+    return kept
 
 
 def _record_layout(cfg, util) -> None:
@@ -236,6 +293,12 @@ def auto_scale_hyperparams(cfg, data_loader) -> None:
     train = cfg.train
     gbs = train.global_batch_size
     dataset_len = len(data_loader.dataset)
+    if dataset_len < gbs:
+        raise DataError(
+            f"the training set has {dataset_len} samples, fewer than one global batch ({gbs} = "
+            f"train_micro_batch_size x data-parallel ranks x num_accumulation_steps): give more data "
+            f"or lower train.global_batch_size"
+        )
     iters_per_epoch = math.ceil(dataset_len / gbs)
     if train.train_epoch:
         train.train_iter = max(math.ceil(dataset_len * train.train_epoch / gbs), train.train_iter)
@@ -331,9 +394,10 @@ class DefaultTrainer(TrainerBase):
 
     Builds, in this order: tokenizer, data loaders, model, optimizer, LR scheduler,
     checkpointer, the default hooks (IterationTimer, LRScheduler, PeriodicCheckpointer,
-    EvalHook and BestCheckpointer when evaluation is on, PeriodicWriter on rank 0), then
-    resumes (model, optimizer, scheduler, this trainer's and its hooks' state, the data
-    position) and builds the step: pipeline, graph (a compiled model) or eager. Every
+    EvalHook and BestCheckpointer when evaluation is on, PeriodicWriter on rank 0,
+    PreemptionCheckpointer), then
+    resumes (model, optimizer, scheduler, grad scaler, this trainer's and its hooks' state,
+    every rank's random generator states, the data position) and builds the step: pipeline, graph (a compiled model) or eager. Every
     `build_*` classmethod can be overridden by a subclass.
     """
 
@@ -345,7 +409,9 @@ class DefaultTrainer(TrainerBase):
         self.train_loader, self.val_loader, test_split = self.build_train_loader(cfg, self.tokenizer)
         self.test_loader = self._evaluation_loaders(cfg, self.tokenizer, self.val_loader, test_split)
         auto_scale_hyperparams(cfg, self.train_loader)
-        save_config(cfg)
+        # config.yaml is this resolved config: building puts live objects into it (the
+        # scheduler's optimizer), so the copy to write is taken now.
+        resolved_cfg = copy.deepcopy(cfg)
 
         self.model = self.build_model(cfg)
         check_vocab_size(self.model, self.tokenizer)
@@ -353,14 +419,23 @@ class DefaultTrainer(TrainerBase):
         grad_reducer = self._parallelize(cfg)
         self.optimizer = self.build_optimizer(cfg, self.model)
         self.lr_scheduler = self.build_lr_scheduler(cfg, self.optimizer)
+        self.autocast_dtype, self.grad_scaler = _autocast_setup(cfg)
+        # Everything a step depends on, so that a resumed run continues bit for bit.
         self.checkpointer = Checkpointer(
-            self.model, train.output_dir, trainer=weakref.proxy(self), optimizer=self.optimizer, lr_scheduler=self.lr_scheduler
+            self.model,
+            train.output_dir,
+            trainer=weakref.proxy(self),
+            optimizer=self.optimizer,
+            lr_scheduler=self.lr_scheduler,
+            grad_scaler=self.grad_scaler,
+            rng_states=RNGStates(),
         )
         self.global_batch_size = train.global_batch_size
         self.max_iter = train.train_iter
         # Hooks first: resuming restores their state (the best metric, ...) too.
         self.register_hooks(self.build_hooks())
         self.resume_or_load(train.resume)
+        open_output_dir(resolved_cfg)
         self._seek_train_data(self.start_iter * self.global_batch_size)
         self._trainer = self._build_step_trainer(cfg, grad_reducer)
 
@@ -371,7 +446,6 @@ class DefaultTrainer(TrainerBase):
             train_model, trainer_cls = self.pipeline, PipelineTrainer
         elif try_get_key(cfg, "graph.enabled", default=False):
             train_model = self.build_graph(cfg, train_model, self.optimizer, self.lr_scheduler, is_train=True)
-        autocast_dtype, grad_scaler = _autocast_setup(cfg)
         device = cfg.train.input_placement_device
         mixup = getattr(self.train_loader, "mixup_func", None)
         return trainer_cls(
@@ -379,8 +453,8 @@ class DefaultTrainer(TrainerBase):
             self.train_loader,
             self.optimizer,
             grad_acc_steps=cfg.train.num_accumulation_steps,
-            autocast_dtype=autocast_dtype,
-            grad_scaler=grad_scaler,
+            autocast_dtype=self.autocast_dtype,
+            grad_scaler=self.grad_scaler,
             grad_reducer=grad_reducer,
             batch_fn=lambda data: self.get_batch(data, device, mixup),
         )
@@ -507,7 +581,7 @@ class DefaultTrainer(TrainerBase):
     # ---- hooks and writers -----------------------------------------------------------
 
     def build_hooks(self) -> list:
-        """LiBai's default hooks, in LiBai's order."""
+        """LiBai's default hooks, in LiBai's order, then the `PreemptionCheckpointer`."""
         cfg = self.cfg
         ret = [
             hooks.IterationTimer(),
@@ -532,6 +606,8 @@ class DefaultTrainer(TrainerBase):
             )
         if dist.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), cfg.train.log_period))
+        # Last: the step's metrics are written before a preempted run stops.
+        ret.append(hooks.PreemptionCheckpointer(self.checkpointer))
         return ret
 
     def build_writers(self) -> list:
@@ -582,6 +658,7 @@ class DefaultTrainer(TrainerBase):
         model = cls.build_model(cfg)
         check_vocab_size(model, tokenizer)
         Checkpointer(model, save_dir=cfg.train.output_dir).resume_or_load(cfg.train.load_weight, resume=resume)
+        open_output_dir(cfg, keep_earlier=False)
         if not loaders:
             logger.info("No dataset to evaluate: set dataloader.test (or a validation split) in the config")
             return {}
@@ -691,8 +768,11 @@ class DefaultTrainer(TrainerBase):
 
 
 def _user_error_types() -> tuple:
-    from libai.config import ConfigKeyError, ConfigOverrideError
+    from libai.config import ConfigFileError, ConfigKeyError, ConfigOverrideError, ConfigValueError
+    from libai.config.instantiate import ConfigArgumentError, ConfigTargetError
+    from libai.data.errors import DataError
     from libai.data.placement import PlacementError
+    from libai.engine.trainer import NonFiniteLossError
     from libai.inference.basic import PipelineError
     from libai.inference.generation import GenerationError
     from libai.models.utils.model_loader import HuggingFaceCheckpointError
@@ -701,6 +781,11 @@ def _user_error_types() -> tuple:
     return (
         ConfigKeyError,
         ConfigOverrideError,
+        ConfigFileError,
+        ConfigValueError,
+        ConfigTargetError,
+        ConfigArgumentError,
+        DataError,
         dist.DistLayoutError,
         BatchSizeError,
         VocabSizeError,
@@ -710,13 +795,16 @@ def _user_error_types() -> tuple:
         GenerationError,
         HuggingFaceCheckpointError,
         PlacementError,
+        NonFiniteLossError,
     )
 
 
 def run_with_clear_errors(main: Callable, *args) -> None:
     """Call `main(*args)`; a user error (bad config key, layout, batch sizes, missing data,
-    unreadable or unconvertible checkpoint, bad inference argument, a batch field on the
-    wrong pipeline stage) prints one `error: ...` line and exits with status 2.
+    unreadable, corrupt or unwritable checkpoint, bad inference argument, a batch field on
+    the wrong pipeline stage, a non-finite loss) prints one `error: ...` line and exits with
+    status 2. A run preempted by a signal (`TrainingPreempted`) prints where it saved and
+    exits with 128 + the signal number, as a process killed by it would.
 
     All ranks see the same config and files, so only rank 0 prints, except for errors that
     only the rank that meets them knows (`rank_local`, e.g. a `PlacementError` on one
@@ -726,11 +814,19 @@ def run_with_clear_errors(main: Callable, *args) -> None:
     rank = os.environ.get("RANK", "0")
     try:
         main(*args)
+        # Leave gloo's/NCCL's threads no work to abort on at interpreter exit (a restarted
+        # launch would otherwise see this rank fail after a finished run).
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     except _user_error_types() as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         if rank == "0" or getattr(err, "rank_local", False):
             print(f"error: {message}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except hooks.TrainingPreempted as stop:
+        if rank == "0":
+            print(f"stopped: {stop}", file=sys.stderr, flush=True)
+        sys.exit(stop.exit_code)
     except RuntimeError as err:
         if not _is_peer_failure(err):
             raise

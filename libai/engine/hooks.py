@@ -14,12 +14,15 @@ import math
 import os
 import re
 import shutil
+import signal
+import threading
 import time
 from collections import Counter
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from libai.utils import distributed as dist
 from libai.utils.events import EventWriter
+from libai.utils.rng import preserved_rng_states
 
 __all__ = [
     "HookBase",
@@ -30,6 +33,8 @@ __all__ = [
     "EvalHook",
     "BestCheckpointer",
     "PeriodicWriter",
+    "PreemptionCheckpointer",
+    "TrainingPreempted",
     "flatten_results_dict",
 ]
 
@@ -78,9 +83,9 @@ def _is_last_iter(trainer) -> bool:
 
 
 def _training_finished(trainer) -> bool:
-    # Trainers leave `iter` at max_iter - 1 or step it to max_iter after the loop; either
-    # way it is below max_iter - 1 only when training stopped early (an exception).
-    return trainer.iter + 1 >= trainer.max_iter
+    # `TrainerBase.train` steps `iter` to max_iter after the loop; an exception (also one
+    # raised by the last step, e.g. a non-finite loss) leaves it below.
+    return trainer.iter >= trainer.max_iter
 
 
 def _check_period(name: str, value: Any, allow_zero: bool = False) -> int:
@@ -327,6 +332,72 @@ def _remove_dir_atomically(path: str) -> None:
     logger.info("Deleted old checkpoint %s", path)
 
 
+class TrainingPreempted(BaseException):
+    """Training stopped on a preemption signal after saving a checkpoint.
+
+    A `BaseException`, like `KeyboardInterrupt`: it is an interruption, not a failure, so
+    the loop does not log it as an error. `exit_code` is the shell's 128 + signal number.
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
+class PreemptionCheckpointer(HookBase):
+    """On SIGTERM or SIGUSR1 (what SLURM and Kubernetes send before they kill a job), every
+    rank finishes the step it is in, one checkpoint `{file_prefix}_{iter:07d}` is written
+    (unless the periodic one of that iteration already was) and `TrainingPreempted` ends
+    the run; `--resume` continues from that checkpoint.
+
+    The signal handler only records the signal. After each step the ranks agree on it (a
+    one-integer all-reduce on the CPU, over gloo, so no device sync), because the signal
+    reaches the processes at different moments and all of them must save the same step.
+    Handlers are installed in `before_train` (main thread only) and restored in
+    `after_train`.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self, checkpointer, file_prefix: str = "model") -> None:
+        self.checkpointer = checkpointer
+        self.file_prefix = file_prefix
+        self._received: Optional[int] = None
+        self._previous: Dict[int, Any] = {}
+        self._group = None
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self._received = signum
+
+    def before_train(self) -> None:
+        """Install the signal handlers and the group the ranks agree over."""
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._record)
+        self._group = dist.new_cpu_group()
+
+    def after_step(self) -> None:
+        """Save and stop when any rank received a signal."""
+        signum = dist.all_reduce_max_int(self._received or 0, self._group)
+        if not signum:
+            return
+        name = f"{self.file_prefix}_{self.trainer.iter:07d}"
+        path = os.path.join(self.checkpointer.save_dir, name)
+        if os.path.normpath(self.checkpointer.get_checkpoint_file()) != os.path.normpath(path):
+            path = self.checkpointer.save(name, **_checkpoint_extra(self.trainer))
+        raise TrainingPreempted(
+            f"preempted by {signal.Signals(signum).name} after iteration {self.trainer.iter}: saved {path}; "
+            f"run the same command with --resume to continue",
+            signum,
+        )
+
+    def after_train(self) -> None:
+        """Put the previous signal handlers back."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+
 def flatten_results_dict(results: Mapping, prefix: str = "") -> Dict[str, Any]:
     """Flatten nested dicts: `{"a": {"b": 1}}` -> `{"a/b": 1}`."""
     flat: Dict[str, Any] = {}
@@ -353,7 +424,10 @@ class EvalHook(HookBase):
         self._last_eval_iter: Optional[int] = None
 
     def _do_eval(self) -> None:
-        results = self._func()
+        # Evaluation must not advance the generators training draws from: a run resumed
+        # from a checkpoint written just before it would otherwise draw other numbers.
+        with preserved_rng_states():
+            results = self._func()
         if results:
             if not isinstance(results, Mapping):
                 raise TypeError(

@@ -11,6 +11,7 @@ with the `batch_fn` it was built with, so a trainer trains by itself:
 from __future__ import annotations
 
 import logging
+import math
 import time
 import weakref
 from contextlib import nullcontext
@@ -205,6 +206,7 @@ class EagerTrainer(TrainerBase):
         self.grad_scaler = grad_scaler
         self._autocast_dtype = autocast_dtype
         self._clip_groups = _clip_groups(optimizer)
+        self._found_inf: Optional[torch.Tensor] = None
         self._reducer = grad_reducer
         self.batch_fn: BatchFn = batch_fn or default_batch_fn
 
@@ -242,9 +244,12 @@ class EagerTrainer(TrainerBase):
         self.write_metrics({k: v / self.grad_acc_steps for k, v in loss_sums.items()}, data_time)
 
     def _step_optimizer(self) -> None:
+        # The GradScaler's overflow flag of this step (a tensor: read only if a loss is
+        # non-finite, so no host sync per step); None without fp16 loss scaling.
+        self._found_inf = None
         if self.grad_scaler is not None:
             self.grad_scaler.unscale_(self.optimizer)
-            sync_found_inf(self.grad_scaler, self.optimizer)
+            self._found_inf = sync_found_inf(self.grad_scaler, self.optimizer)
         for params, max_norm, norm_type in self._clip_groups:
             dist.clip_grad_norm_(params, max_norm, norm_type)
         if self.grad_scaler is not None:
@@ -261,8 +266,33 @@ class EagerTrainer(TrainerBase):
         means = dist.all_reduce_mean_data_parallel(torch.stack([loss_means[k] for k in keys])).tolist()
         metrics = dict(zip(keys, means))
         storage = get_event_storage()
+        self._check_finite(metrics, storage.iter)
         storage.put_scalar("total_loss", sum(metrics.values()))
         storage.put_scalars(data_time=data_time, **metrics)
+
+
+    def _check_finite(self, metrics: dict, iteration: int) -> None:
+        """Stop on a NaN or infinite loss, except in an fp16 step the GradScaler skipped.
+
+        The values are the data-parallel means, so every rank takes the same decision. The
+        exception leaves the loop before any hook's `after_step`, so nothing is saved from
+        the state this step produced.
+        """
+        bad = [key for key, value in metrics.items() if not math.isfinite(value)]
+        if not bad:
+            return
+        if self._found_inf is not None and bool(self._found_inf.item()):
+            return  # the GradScaler skipped this step and lowers its scale
+        values = ", ".join(f"{key} = {metrics[key]}" for key in bad)
+        raise NonFiniteLossError(
+            f"non-finite loss at iteration {iteration} ({values}): training stopped and nothing was "
+            f"saved after it; lower optim.lr, set train.amp / clipping (clip_grad_max_norm), or check "
+            f"the data of this iteration, then resume from the last checkpoint with --resume"
+        )
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss that is NaN or infinite: training stops before anything is saved from it."""
 
 
 class PipelineTrainer(EagerTrainer):
@@ -307,20 +337,21 @@ class PipelineTrainer(EagerTrainer):
         self.write_metrics(loss_means, data_time)
 
 
-def sync_found_inf(grad_scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> None:
-    """Make every rank skip the step when any rank found an inf/nan gradient.
+def sync_found_inf(grad_scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """Make every rank skip the step when any rank found an inf/nan gradient; return that
+    flag (a one-element float tensor on this rank's device, 1.0 = the step is skipped).
 
     `GradScaler.unscale_` checks only this rank's gradient shards (tensor-, pipeline- or
     ZeRO-split), so ranks could disagree and the model replicas drift apart; the max of
     the flags over all ranks is what one process would have found. (GradScaler keeps the
     flags per optimizer in `_per_optimizer_states`; there is no public accessor.)
     """
-    if not torch_dist.is_initialized() or torch_dist.get_world_size() == 1:
-        return
     found = grad_scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"]
     flag = torch.zeros(1, dtype=torch.float32, device=dist.get_device())
     for value in found.values():
         flag = torch.maximum(flag, value.to(flag.device, flag.dtype).reshape(1))
+    if not torch_dist.is_initialized() or torch_dist.get_world_size() == 1:
+        return flag
     torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
     for value in found.values():
         value.copy_(flag.reshape(value.shape).to(value.dtype))
@@ -328,6 +359,7 @@ def sync_found_inf(grad_scaler: torch.amp.GradScaler, optimizer: torch.optim.Opt
         # No local gradient at all (e.g. a rank whose parameters got none): record the flag
         # on this rank's device so `step` sees it.
         found[flag.device] = flag.reshape(())
+    return flag
 
 
 def _clip_groups(optimizer: torch.optim.Optimizer) -> list[tuple[list, float, float]]:

@@ -15,9 +15,10 @@ from ``optimizer.param_groups``.
 from __future__ import annotations
 
 import difflib
+import numbers
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -234,6 +235,7 @@ def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
         )
     from libai.config import instantiate  # imported late: libai.config imports configs
 
+    _check_hyperparameters(cfg)
     params = cfg.get("params", None)
     if params is None:
         # Same result as model.parameters() (one group of all trainable parameters), but
@@ -249,6 +251,40 @@ def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
             "not a torch.optim.Optimizer"
         )
     return optimizer
+
+
+# Hyperparameters of torch's optimizers that are numbers >= 0 wherever they appear. torch
+# checks them too, but from inside the optimizer's constructor, as a traceback.
+_NON_NEGATIVE = ("lr", "weight_decay", "eps", "momentum", "dampening", "alpha")
+
+
+def _is_number(value: Any) -> bool:
+    # A tensor lr is allowed by torch (capturable schedules); bool is never meant.
+    return isinstance(value, torch.Tensor) or (isinstance(value, numbers.Real) and not isinstance(value, bool))
+
+
+def _check_hyperparameters(cfg: Mapping) -> None:
+    """Raise `ConfigValueError` naming `optim.<key>` for a hyperparameter torch would refuse."""
+    from libai.config import ConfigValueError
+
+    for key in _NON_NEGATIVE:
+        value = cfg.get(key)  # None: not given, the optimizer's default applies
+        if value is not None and not _non_negative(value):
+            raise ConfigValueError(f"optim.{key} must be a number >= 0, got {value!r}: fix it in the config (optim.{key}=...)")
+    betas = cfg.get("betas")
+    if betas is not None and not _valid_betas(betas):
+        raise ConfigValueError(f"optim.betas must be two numbers in [0, 1), got {betas!r}: e.g. optim.betas=[0.9, 0.999]")
+
+
+def _non_negative(value: Any) -> bool:
+    return _is_number(value) and (isinstance(value, torch.Tensor) or value >= 0)
+
+
+def _valid_betas(betas: Any) -> bool:
+    """Two numbers in [0, 1) (a list, tuple or ListConfig; a string is a sequence too, but not one)."""
+    if isinstance(betas, (str, bytes)) or not isinstance(betas, Sequence) or len(betas) != 2:
+        return False
+    return all(_is_number(b) and 0 <= b < 1 for b in betas)
 
 
 def _set_object(cfg: Any, key: str, value: Any) -> None:

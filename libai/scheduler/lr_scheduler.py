@@ -34,6 +34,8 @@ from typing import Any, ClassVar, Optional, Sequence
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from libai.config import ConfigValueError
+
 __all__ = [
     "Warmup",
     "WarmupCosineLR",
@@ -51,13 +53,14 @@ _WARMUP_METHODS = ("linear", "constant")
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
-    """Return ``value`` as an int, or raise one clear ValueError if it is not an int >= minimum."""
+    """Return ``value`` as an int, or raise one clear ConfigValueError (a ValueError) if it is
+    not an int >= minimum."""
     # bool is an int subclass; True as an iteration count is always a config mistake.
     is_integral = isinstance(value, Integral) and not isinstance(value, bool)
     if isinstance(value, float) and value.is_integer():
         is_integral = True
     if not is_integral or value < minimum:
-        raise ValueError(
+        raise ConfigValueError(
             f"{name} must be an integer >= {minimum}, got {value!r}; "
             "set it to a whole number of iterations"
         )
@@ -67,7 +70,7 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
 def _check_number(
     name: str, value: Any, low: float | None = None, high: float | None = None
 ) -> float:
-    """Return ``value`` as a float, or raise a ValueError naming the allowed range."""
+    """Return ``value`` as a float, or raise a ConfigValueError naming the allowed range."""
     ok = isinstance(value, Real) and not isinstance(value, bool)
     if ok and low is not None and value < low:
         ok = False
@@ -76,7 +79,7 @@ def _check_number(
     if not ok:
         lo = "-inf" if low is None else low
         hi = "inf" if high is None else high
-        raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
+        raise ConfigValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
     return float(value)
 
 
@@ -103,7 +106,7 @@ class Warmup:
         object.__setattr__(self, "iters", _check_int("warmup_iter", self.iters, 0))
         object.__setattr__(self, "factor", _check_number("warmup_factor", self.factor, 0.0))
         if self.method not in _WARMUP_METHODS:
-            raise ValueError(f"warmup_method must be one of {_WARMUP_METHODS}, got {self.method!r}")
+            raise ConfigValueError(f"warmup_method must be one of {_WARMUP_METHODS}, got {self.method!r}")
 
     def covers(self, step: int) -> bool:
         """Whether ``step`` is still in the warm-up."""
@@ -138,7 +141,7 @@ class _WarmupScheduler(LRScheduler):
     ) -> None:
         self.max_iter = _check_int("max_iter", max_iter, 0)
         if self._max_iter_is is not None and self.max_iter == 0:
-            raise ValueError(f"max_iter must be > 0 for {type(self).__name__} (it is {self._max_iter_is})")
+            raise ConfigValueError(f"max_iter must be > 0 for {type(self).__name__} (it is {self._max_iter_is})")
         self.warmup = Warmup(warmup_factor, warmup_iter, warmup_method)
         if self.warmup_iter > self.max_iter:
             # LiBai warns too: the wrapped schedule is never reached, which is rarely meant.
@@ -342,12 +345,12 @@ def _resolve_milestones(milestones: Sequence[Any], max_iter: int) -> list[int]:
         try:
             milestones = list(milestones)  # ListConfig and other iterables
         except TypeError:
-            raise ValueError(f"milestones must be a list of numbers, got {milestones!r}") from None
+            raise ConfigValueError(f"milestones must be a list of numbers, got {milestones!r}") from None
     values = [_check_number("each milestone", m, 0.0) for m in milestones]
     is_ratio = [0.0 < v < 1.0 for v in values]
     is_iter = [v >= 1.0 for v in values]
     if any(is_ratio) and any(is_iter):
-        raise ValueError(
+        raise ConfigValueError(
             f"milestones {list(milestones)} mix ratios in (0, 1) and iteration numbers; "
             "give all as ratios of max_iter (e.g. [0.5, 0.75]) or all as iterations"
         )
@@ -356,12 +359,12 @@ def _resolve_milestones(milestones: Sequence[Any], max_iter: int) -> list[int]:
     else:
         for v in values:
             if not v.is_integer():
-                raise ValueError(
+                raise ConfigValueError(
                     f"milestone {v!r} is neither a ratio in [0, 1) nor a whole iteration number"
                 )
         result = [int(v) for v in values]
     if any(b < a for a, b in zip(result, result[1:])):
-        raise ValueError(f"milestones must be increasing, got {list(milestones)}")
+        raise ConfigValueError(f"milestones must be increasing, got {list(milestones)}")
     return result
 
 
@@ -486,7 +489,7 @@ def build_lr_scheduler(cfg: Any, optimizer: torch.optim.Optimizer) -> LRSchedule
     from libai.optim.build import _set_object
 
     if "_target_" not in cfg:
-        raise ValueError(
+        raise ConfigValueError(
             "build_lr_scheduler expects a LazyCall config with `_target_`, e.g. "
             "LazyCall(WarmupCosineLR)(warmup_factor=0.001, alpha=0.01); got keys "
             f"{sorted(cfg)}"

@@ -20,11 +20,16 @@ Inside the DCP state dict:
 Non-model state (scheduler, extra, plain tensors) must be equal on every rank: DCP keeps one
 copy of replicated values.
 
+Every checkpoint directory also holds ``checksums.json``: the size and xxh3-64 hash of each
+of its files. Loading checks them first (rank 0 reads the files, every rank gets the
+verdict), so a flipped byte or a truncated file is a `CheckpointError` naming the file, and
+resuming falls back to the newest checkpoint that passes.
+
 Writing is atomic at the directory level:
 
 1. all ranks write into a hidden sibling ``save_dir/.tmp-<token>-<name>/``;
 2. when DCP has finished on every rank (``.metadata`` is the last file it writes), rank 0
-   renames the hidden directory to ``<name>`` (an existing ``<name>``, e.g. ``model_final``,
+   records the checksums, then renames the hidden directory to ``<name>`` (an existing ``<name>``, e.g. ``model_final``,
    is first renamed away to ``.old-<token>-<name>`` and deleted afterwards);
 3. rank 0 replaces ``save_dir/last_checkpoint`` through a temporary file and ``os.replace``.
 
@@ -37,7 +42,9 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
+import pickle
 import re
 import shutil
 import uuid
@@ -47,6 +54,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+import xxhash
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
@@ -62,10 +70,11 @@ from libai.utils import distributed as dist_utils
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Checkpointer", "CheckpointError", "LAST_CHECKPOINT_FILE"]
+__all__ = ["Checkpointer", "CheckpointError", "CorruptCheckpointError", "LAST_CHECKPOINT_FILE", "verify_checksums", "write_checksums"]
 
 LAST_CHECKPOINT_FILE = "last_checkpoint"
 METADATA_FILE = ".metadata"
+CHECKSUM_FILE = "checksums.json"
 MODEL_KEY = "model"
 EXTRA_KEY = "extra"
 TRAINER_KEY = "trainer"
@@ -86,6 +95,10 @@ _FAILURES = (Exception, CheckpointException)
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written or read; the message names the path and the fix."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint whose files are missing, truncated or altered since they were written."""
 
 
 # --------------------------------------------------------------------------------------
@@ -186,6 +199,104 @@ def _grads_set_aside(optimizer: torch.optim.Optimizer) -> Iterator[None]:
 def _no_dist() -> bool:
     # Without a process group DCP falls back to one process (and warns); say so explicitly.
     return not dist.is_initialized()
+
+
+# --------------------------------------------------------------------------------------
+# Checksums
+# --------------------------------------------------------------------------------------
+
+
+def file_digest(path: str) -> str:
+    """The xxh3-64 hash of a file's bytes, as hex (read through mmap: no copies)."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return xxhash.xxh3_64_hexdigest(b"")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return xxhash.xxh3_64_hexdigest(data)
+
+
+def write_checksums(directory: str) -> None:
+    """Record the size and hash of every file in `directory` in its ``checksums.json``."""
+    files = {}
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if name != CHECKSUM_FILE and os.path.isfile(path):
+            files[name] = {"size": os.path.getsize(path), "xxh3_64": file_digest(path)}
+    path = os.path.join(directory, CHECKSUM_FILE)
+    with open(path, "w") as f:
+        json.dump({"format": 1, "files": files}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def verify_checksums(directory: str) -> None:
+    """Raise `CheckpointError` naming the first file of `directory` that is missing,
+    truncated or altered since ``checksums.json`` was written.
+
+    A directory without ``checksums.json`` (written before checksums existed) passes with
+    a warning.
+    """
+    manifest_path = os.path.join(directory, CHECKSUM_FILE)
+    if not os.path.isfile(manifest_path):
+        logger.warning(f"{directory} has no {CHECKSUM_FILE}: its files cannot be verified")
+        return
+    try:
+        with open(manifest_path) as f:
+            files = json.load(f)["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptCheckpointError(f"checkpoint {directory}: {CHECKSUM_FILE} is unreadable ({_one_line(exc)}): {_FIX_LOAD}") from None
+    for name, expected in files.items():
+        problem = _file_problem(os.path.join(directory, name), expected)
+        if problem:
+            raise CorruptCheckpointError(f"checkpoint {directory}: file {name} {problem}: {_FIX_LOAD}")
+
+
+def _file_problem(path: str, expected: dict) -> Optional[str]:
+    """Why `path` does not match its recorded size and hash, or None."""
+    if not os.path.isfile(path):
+        return "is missing"
+    size = os.path.getsize(path)
+    if size != expected["size"]:
+        return f"has {size} bytes, {expected['size']} were written (truncated or altered)"
+    if file_digest(path) != expected["xxh3_64"]:
+        return "does not match its checksum (corrupted)"
+    return None
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Unpickles DCP's ``.metadata`` admitting only what DCP writes there: its own metadata
+    classes, torch sizes, dtypes and layouts, and paths. Anything else (a callable that would
+    run on load) is refused, so loading a checkpoint from elsewhere runs no code."""
+
+    _CLASS_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem", "pathlib")
+    _FUNCTIONS = {("torch.serialization", "_get_layout")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if "." not in name:
+            if (module, name) in self._FUNCTIONS or (module == "torch" and name == "Size"):
+                return super().find_class(module, name)
+            if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+                return getattr(torch, name)
+            if module in self._CLASS_MODULES:
+                found = super().find_class(module, name)
+                if isinstance(found, type) and found.__module__ == module:
+                    return found
+        raise pickle.UnpicklingError(f"it holds a pickled {module}.{name}, which a checkpoint never needs")
+
+
+def _check_metadata_pickle(path: str) -> None:
+    """Refuse a ``.metadata`` that would run code when DCP unpickles it."""
+    with open(os.path.join(path, METADATA_FILE), "rb") as f:
+        try:
+            _MetadataUnpickler(f).load()
+        except pickle.UnpicklingError as exc:
+            if "a checkpoint never needs" in str(exc):
+                raise CheckpointError(
+                    f"checkpoint {path}: {METADATA_FILE} is refused ({exc}; loading would run code): load "
+                    f"only checkpoints written by libai's Checkpointer, or {_FIX_LOAD}"
+                ) from None
+        except Exception:  # noqa: BLE001 - unreadable files are reported by DCP's own reader below
+            pass
 
 
 # --------------------------------------------------------------------------------------
@@ -376,6 +487,7 @@ class Checkpointer:
         """Rank 0: move the finished directory in place, then update `last_checkpoint`."""
         if not os.path.isfile(os.path.join(tmp, METADATA_FILE)):
             raise CheckpointError(f"{tmp} has no {METADATA_FILE} after writing")
+        write_checksums(tmp)
         old = None
         if os.path.lexists(final):
             # Two renames: a crash in between leaves `final` missing, and loading then
@@ -480,12 +592,28 @@ class Checkpointer:
         etc. as they are and returns ``{}``, so a new run starts at iteration 0.
         """
         if resume and self.has_checkpoint():
-            return self.load(self.get_checkpoint_file())
+            return self._resume(self.get_checkpoint_file())
         if resume:
             logger.info(f"No checkpoint to resume from in {self.save_dir!r}")
         if path:
             self.load_model_weights(path)
         return {}
+
+    def _resume(self, latest: str) -> dict:
+        """Load `latest`; if its files fail their check, the newest checkpoint that passes."""
+        try:
+            return self.load(latest)
+        except CorruptCheckpointError as exc:
+            failure = exc
+        others = [c for c in self.get_all_checkpoint_files() if os.path.normpath(c) != os.path.normpath(latest)]
+        others.sort(key=lambda c: os.path.getmtime(os.path.join(c, METADATA_FILE)), reverse=True)
+        for candidate in others:
+            logger.warning(f"{failure}; resuming from {candidate}, the newest other checkpoint, instead")
+            try:
+                return self.load(candidate)
+            except CorruptCheckpointError as exc:
+                failure = exc
+        raise CheckpointError(f"{failure} (and no other checkpoint in {self.save_dir} passes its check)")
 
     def load_model_weights(self, path: str) -> None:
         """Load only the model weights from checkpoint `path`.
@@ -514,6 +642,7 @@ class Checkpointer:
             )
         path = self._resolve_dir(path)
         metadata = self._read_metadata(path)
+        self._verify(path)
         saved = metadata.state_dict_metadata
         saved_top = {key.split(".", 1)[0] for key in saved}
         for name in [n for n in names if n not in saved_top]:
@@ -548,6 +677,19 @@ class Checkpointer:
         return self._apply(template, names)
 
     @staticmethod
+    def _verify(path: str) -> None:
+        """`verify_checksums` on rank 0 (the files are shared); every rank gets the verdict."""
+        message = None
+        if dist_utils.is_main_process():
+            try:
+                verify_checksums(path)
+            except CorruptCheckpointError as exc:
+                message = str(exc)
+        message = dist_utils.broadcast_object(message, src=0)
+        if message:
+            raise CorruptCheckpointError(message)
+
+    @staticmethod
     def _read_metadata(path: str) -> Metadata:
         if os.path.isfile(path):
             raise CheckpointError(
@@ -558,6 +700,7 @@ class Checkpointer:
             raise CheckpointError(
                 f"{path} is not a complete checkpoint (no {METADATA_FILE} file): {_FIX_LOAD}"
             )
+        _check_metadata_pickle(path)
         try:
             metadata = dcp.FileSystemReader(path).read_metadata()
             if not isinstance(getattr(metadata, "state_dict_metadata", None), dict):

@@ -63,11 +63,34 @@ def init_process_group(device_type: str = "cpu", timeout_s: int = 1800) -> None:
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         if device_type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend=backend, timeout=timeout)
+        dist.init_process_group(backend=backend, timeout=timeout, **_attempt_store(timeout))
     else:
         dist.init_process_group(
             backend=backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout
         )
+
+
+def _attempt_store(timeout: datetime.timedelta) -> dict:
+    """Under torchrun, the rendezvous store with a prefix of its own per restart attempt.
+
+    torchrun's store outlives a restart (`--max-restarts`) and `init_process_group` reuses
+    its keys as they are, so restarted gloo workers could read the dead workers' addresses
+    and fail to connect; a fresh prefix per attempt (TORCHELASTIC_RESTART_COUNT) avoids it.
+    Elsewhere ({}), `init_process_group` reads the environment itself.
+    """
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None:
+        return {}
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    agent_hosts_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world_size,
+        is_master=not agent_hosts_store and rank == 0,
+        timeout=timeout,
+    )
+    return dict(store=dist.PrefixStore(f"libai/attempt_{attempt}", store), rank=rank, world_size=world_size)
 
 
 # --------------------------------------------------------------------------------------
@@ -478,6 +501,24 @@ def synchronize() -> None:
     """Barrier across all processes; a no-op on one process."""
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+def new_cpu_group() -> Optional[dist.ProcessGroup]:
+    """A process group over all ranks that reduces CPU tensors: None (the default group)
+    when that is gloo or there is no process group, else a new gloo group (collective:
+    every rank must call it). Small host-side agreements use it without a device sync."""
+    if not dist.is_initialized() or dist.get_backend() == "gloo":
+        return None
+    return dist.new_group(backend="gloo")
+
+
+def all_reduce_max_int(value: int, group: Optional[dist.ProcessGroup] = None) -> int:
+    """The largest of the ranks' `value`s, reduced on the CPU over `group` (see `new_cpu_group`)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return int(value)
+    flag = torch.tensor([int(value)], dtype=torch.int64)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
+    return int(flag.item())
 
 
 # --------------------------------------------------------------------------------------

@@ -267,21 +267,31 @@ class JSONWriter(EventWriter):
     Each line holds `iteration` and every scalar put since the previous write (smoothed
     ones as the median of the last `window_size` values), at full float precision.
     Read it with `[json.loads(line) for line in open(path)]`.
+
+    A resumed run continues the same file. The file is opened at the first write: lines of
+    the iterations from there on, which a run stopped after its last checkpoint had
+    written and the resumed run writes again, are dropped then (and a line cut short by a
+    killed process), so each iteration appears once.
     """
 
     def __init__(self, json_file: str, window_size: int = 20) -> None:
-        parent = os.path.dirname(os.path.abspath(json_file))
-        os.makedirs(parent, exist_ok=True)
-        # Append: a resumed run continues the same file.
-        self._file = open(json_file, "a")
+        self._path = json_file
+        self._file = None
         self._window_size = window_size
         self._last_write = -1
+
+    def _open(self, first_iteration: int) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(self._path)), exist_ok=True)
+        _drop_lines_from(self._path, first_iteration)
+        self._file = open(self._path, "a")
 
     def write(self) -> None:
         """Append the new scalars, one line per iteration, and flush."""
         to_save = _scalars_since(self._window_size, self._last_write)
         if not to_save:
             return
+        if self._file is None:
+            self._open(min(to_save))
         for itr, scalars in to_save.items():
             # json.dumps writes floats with repr(): shortest exact round trip.
             line = {"iteration": itr, **dict(sorted(scalars.items()))}
@@ -292,7 +302,32 @@ class JSONWriter(EventWriter):
 
     def close(self) -> None:
         """Close the file."""
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+
+
+def _drop_lines_from(path: str, first_iteration: int) -> None:
+    """Rewrite the JSON-lines file `path` without its lines of iterations >= `first_iteration`
+    and without lines that do not parse (atomically; untouched if nothing is dropped)."""
+    try:
+        with open(path) as f:
+            lines = f.readlines()
+    except FileNotFoundError:
+        return
+    kept = [line for line in lines if _iteration_of(line) is not None and _iteration_of(line) < first_iteration]
+    if len(kept) == len(lines):
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+
+
+def _iteration_of(line: str) -> Optional[int]:
+    try:
+        return int(json.loads(line)["iteration"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class TensorboardXWriter(EventWriter):
@@ -303,23 +338,28 @@ class TensorboardXWriter(EventWriter):
     Scalars are handed to TensorBoard's writer thread at most every `buffer_secs`
     seconds and at `close()`: every hand-off wakes that thread, and the thread switches
     cost a small model's training loop more than building the events does.
-    Other keyword arguments go to `SummaryWriter`.
+    Other keyword arguments go to `SummaryWriter`, which is created at the first write
+    (nothing is written to `log_dir` before) with `purge_step` at the first iteration
+    written, so a resumed run replaces the events a stopped run wrote after its last
+    checkpoint.
     """
 
     def __init__(
         self, log_dir: str, window_size: int = 20, buffer_secs: float = 5.0, **kwargs: Any
     ) -> None:
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            import torch.utils.tensorboard  # noqa: F401 - fail here, not at the first write
         except ImportError as exc:  # pragma: no cover - tensorboard is a dependency
             raise ImportError(
                 "TensorboardXWriter needs the `tensorboard` package: pip install tensorboard"
             ) from exc
         self._window_size = window_size
         self._buffer_secs = buffer_secs
+        self._log_dir = log_dir
         # A long queue so that handing over a buffer of events never blocks on the thread.
         kwargs.setdefault("max_queue", 1000)
-        self._writer = SummaryWriter(log_dir, **kwargs)
+        self._writer_kwargs = kwargs
+        self._writer = None
         self._last_write = -1
         self._pending: List[Tuple[int, Dict[str, float]]] = []
         self._last_hand_off = time.monotonic()
@@ -329,10 +369,15 @@ class TensorboardXWriter(EventWriter):
         for itr, scalars in _scalars_since(self._window_size, self._last_write).items():
             self._pending.append((itr, scalars))
             self._last_write = max(self._last_write, itr)
+        if self._writer is None and self._pending:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer_kwargs.setdefault("purge_step", self._pending[0][0])
+            self._writer = SummaryWriter(self._log_dir, **self._writer_kwargs)
         if time.monotonic() - self._last_hand_off >= self._buffer_secs:
             self._hand_off()
         storage = get_event_storage()
-        if storage._vis_data:
+        if storage._vis_data and self._writer is not None:
             for img_name, img, itr in storage._vis_data:
                 self._writer.add_image(img_name, img, itr)
             storage.clear_images()
@@ -341,6 +386,8 @@ class TensorboardXWriter(EventWriter):
         """Give the queued scalars to the SummaryWriter: one event per iteration."""
         from tensorboard.compat.proto.summary_pb2 import Summary
 
+        if self._writer is None:
+            return
         file_writer = self._writer._get_file_writer()
         for itr, scalars in self._pending:
             values = [Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()]
@@ -351,7 +398,8 @@ class TensorboardXWriter(EventWriter):
     def close(self) -> None:
         """Hand over what is queued, flush and close the event file."""
         self._hand_off()
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 class CommonMetricPrinter(EventWriter):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import logging.handlers
 import os
 import sys
 from typing import Optional
@@ -119,3 +120,31 @@ def log_ignored_arguments(owner: str, reason: str, **given: object) -> None:
 def _log_ignored_once(owner: str, name: str, reason: str) -> None:
     # The cache is what makes it "once": repeated layers (24 TransformerLayers) log one line.
     logging.getLogger("libai").info("%s ignores %s (accepted for LiBai compatibility): %s", owner, name, reason)
+
+
+_HELD_KEY = ("held",)
+
+
+def hold_log_records(name: str = "libai") -> None:
+    """Keep the records of logger `name` from now on in memory, until `release_log_records`
+    hands them to the handlers added meanwhile (a log file that could not exist yet)."""
+    logger = logging.getLogger(name)
+    if not _has_handler(logger, _HELD_KEY):
+        # flushLevel above CRITICAL and a capacity no run reaches: nothing leaves early.
+        held = logging.handlers.MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1)
+        setattr(held, _HANDLER_KEY, _HELD_KEY)
+        logger.addHandler(held)
+
+
+def release_log_records(name: str = "libai") -> None:
+    """Give the records kept since `hold_log_records` to the file handlers of logger `name`
+    (the console has shown them already) and stop keeping."""
+    logger = logging.getLogger(name)
+    for held in [h for h in logger.handlers if getattr(h, _HANDLER_KEY, None) == _HELD_KEY]:
+        logger.removeHandler(held)
+        files = [h for h in logger.handlers if isinstance(h, logging.FileHandler)]
+        for record in held.buffer:
+            for handler in files:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+        held.close()

@@ -26,6 +26,7 @@ class TinyGPT(nn.Module):
         num_layers: int = 4,
         num_attention_heads: int = 4,
         max_seq_length: int = 16,
+        dropout: float = 0.0,
     ):
         super().__init__()
         init = nn.init.normal_
@@ -37,6 +38,8 @@ class TinyGPT(nn.Module):
                     hidden_size,
                     4 * hidden_size,
                     num_attention_heads,
+                    attention_dropout_prob=dropout,
+                    output_dropout_prob=dropout,
                     attn_mask_type=AttnMaskType.causal,
                     layer_idx=i,
                 )
@@ -58,6 +61,24 @@ class TinyGPT(nn.Module):
         token_losses = self.loss_func(logits, labels)
         # Training sums the mean; evaluation (PPLEvaluator) reads the per-token losses.
         return {"lm_loss": token_losses.mean() if self.training else token_losses}
+
+
+class TinyGPTTurningNaN(TinyGPT):
+    """A `TinyGPT` whose training loss becomes NaN from its `nan_from_call`-th training
+    forward on (0-based): a run that diverges at a known iteration."""
+
+    def __init__(self, nan_from_call: int, **kwargs):
+        super().__init__(**kwargs)
+        self.nan_from_call = nan_from_call
+        self.calls = 0
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor = None) -> dict:
+        out = super().forward(input_ids, labels)
+        if self.training:
+            if self.calls >= self.nan_from_call:
+                out["lm_loss"] = out["lm_loss"] * float("nan")
+            self.calls += 1
+        return out
 
 
 class SyntheticTokens(torch.utils.data.Dataset):

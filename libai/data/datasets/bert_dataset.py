@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from libai.data.errors import DataError
 from libai.data.datasets.text_segments import (
     Segments,
     build_samples_mapping,
@@ -117,11 +118,11 @@ class BertDataset(Dataset):
         # Room left after [CLS] and one or two [SEP].
         self.max_num_tokens = self.max_seq_length - (3 if self.binary_head else 2)
         if self.max_num_tokens < 2:
-            raise ValueError(
+            raise DataError(
                 f"dataset '{name}': max_seq_length={max_seq_length} is too short for [CLS] A [SEP] B [SEP]"
             )
         if not 0.0 < mask_lm_prob < 1.0:
-            raise ValueError(f"dataset '{name}': mask_lm_prob must be in (0, 1), got {mask_lm_prob}")
+            raise DataError(f"dataset '{name}': mask_lm_prob must be in (0, 1), got {mask_lm_prob}")
         self.mask_lm_prob = float(mask_lm_prob)
         self.seed = int(seed)
         self._cls, self._sep = tokenizer.cls_token_id, tokenizer.sep_token_id
@@ -134,7 +135,7 @@ class BertDataset(Dataset):
             self.segments, self.max_num_tokens, float(short_seq_prob), min_segments, self.seed
         )
         if len(self.samples_mapping) == 0:
-            raise ValueError(
+            raise DataError(
                 f"dataset '{name}' has no document with {min_segments} segments: use more data, or binary_head=False"
             )
         self._len = int(max_num_samples) if max_num_samples is not None else len(self.samples_mapping)

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from libai.data.errors import DataError
 from libai.data.datasets.text_segments import check_token_range, dist_tensor, resolve_indexed_dataset
 from libai.data.structures import Instance
 
@@ -51,7 +52,7 @@ class GPT2Dataset(Dataset):
         self.max_seq_length = int(max_seq_length)
         self.seed = int(seed)
         if self.max_seq_length < 1:
-            raise ValueError(f"dataset '{name}': max_seq_length must be >= 1, got {max_seq_length}")
+            raise DataError(f"dataset '{name}': max_seq_length must be >= 1, got {max_seq_length}")
         if tokenizer is not None:
             check_token_range(name, self.indexed_dataset, tokenizer)
         self._build_stream(max_num_samples)
@@ -63,7 +64,7 @@ class GPT2Dataset(Dataset):
         epoch_tokens = int(sizes[doc_idx[0]:doc_idx[-1]].sum()) if num_docs > 0 else 0
         window = self.max_seq_length
         if epoch_tokens < window + 1:
-            raise ValueError(
+            raise DataError(
                 f"dataset '{self.name}' has {epoch_tokens} tokens, fewer than max_seq_length + 1 = {window + 1}: "
                 f"use more data or a shorter max_seq_length"
             )

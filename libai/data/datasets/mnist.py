@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from libai.data.errors import DataError
 from libai.data.structures import DistTensorData, Instance
 from libai.data.transforms import ToTensor
 
@@ -62,14 +63,14 @@ def read_idx(path: str) -> np.ndarray:
 def _parse_idx(data: bytes, path: str) -> np.ndarray:
     """Header: two zero bytes, a dtype code, the number of dims, then big-endian int32 dims."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number): replace it with the original file")
+        raise DataError(f"{path} is not an IDX file (bad magic number): replace it with the original file")
     ndim = data[3]
     header = 4 + 4 * ndim
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">i4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(data) != expected:
-        raise ValueError(
+        raise DataError(
             f"{path} is truncated or corrupt ({len(data)} bytes, header says {expected}): "
             f"replace it with the original file"
         )
@@ -102,7 +103,7 @@ def load_idx_split(root: str, train: bool, download: bool = False) -> tuple[np.n
     images = read_idx(image_path)
     labels = read_idx(label_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(
+        raise DataError(
             f"{image_path} ({images.shape}) and {label_path} ({labels.shape}) do not form an "
             f"image/label pair: expected N x H x W images and N labels"
         )
@@ -148,7 +149,7 @@ def read_mnist_csv(path: str) -> tuple[np.ndarray, np.ndarray]:
     if key not in _CACHE:
         table = np.loadtxt(path, delimiter=",", dtype=np.int64)
         if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
-            raise ValueError(f"{path} does not hold 785 columns per row (784 pixels + label)")
+            raise DataError(f"{path} does not hold 785 columns per row (784 pixels + label)")
         images = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28)
         _CACHE[key] = (images, table[:, -1].copy())
     return _CACHE[key]  # type: ignore[return-value]

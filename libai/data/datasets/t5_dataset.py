@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from libai.data.errors import DataError
 from libai.data.datasets.text_segments import (
     Segments,
     build_samples_mapping,
@@ -92,20 +93,20 @@ class T5Dataset(Dataset):
         self.tokenizer = tokenizer
         self.sentinels = list(tokenizer.additional_special_tokens_ids)
         if not self.sentinels:
-            raise ValueError(
+            raise DataError(
                 f"dataset '{name}' needs sentinel tokens: build the tokenizer with "
                 f"additional_special_tokens=['<extra_id_0>', '<extra_id_1>', ...]"
             )
         self._bos = tokenizer.bos_token_id if tokenizer.bos_token is not None else tokenizer.cls_token_id
         self._eos = tokenizer.eos_token_id if tokenizer.eos_token is not None else tokenizer.sep_token_id
         if self._bos is None or self._eos is None:
-            raise ValueError(f"dataset '{name}' needs bos/eos (or cls/sep) tokens: add them to the tokenizer config")
+            raise DataError(f"dataset '{name}' needs bos/eos (or cls/sep) tokens: add them to the tokenizer config")
         self._pad = tokenizer.pad_token_id
         self.indexed_dataset = resolve_indexed_dataset(name, data_prefix, indexed_dataset)
         check_token_range(name, self.indexed_dataset, tokenizer)
         self.max_seq_length, self.max_seq_length_dec = int(max_seq_length), int(max_seq_length_dec)
         if not 0.0 < masked_lm_prob < 1.0 or mean_span_length <= 0:
-            raise ValueError(f"dataset '{name}': need 0 < masked_lm_prob < 1 and mean_span_length > 0")
+            raise DataError(f"dataset '{name}': need 0 < masked_lm_prob < 1 and mean_span_length > 0")
         self.masked_lm_prob, self.mean_span_length = float(masked_lm_prob), float(mean_span_length)
         self.seed = int(seed)
         self.max_tokens = self._max_tokens()
@@ -114,7 +115,7 @@ class T5Dataset(Dataset):
             self.segments, self.max_tokens, float(short_seq_prob), 1, self.seed
         )
         if len(self.samples_mapping) == 0:
-            raise ValueError(f"dataset '{name}' holds no tokens: preprocess some text first")
+            raise DataError(f"dataset '{name}' holds no tokens: preprocess some text first")
         self._len = int(max_num_samples) if max_num_samples is not None else len(self.samples_mapping)
 
     def _lengths(self, length: int) -> tuple[int, int]:
@@ -130,7 +131,7 @@ class T5Dataset(Dataset):
             if enc <= self.max_seq_length and dec <= self.max_seq_length_dec:
                 return length
             length -= 1
-        raise ValueError(
+        raise DataError(
             f"dataset '{self.name}': max_seq_length={self.max_seq_length} / max_seq_length_dec="
             f"{self.max_seq_length_dec} leave no room for a corrupted span: make them longer"
         )

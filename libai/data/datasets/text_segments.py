@@ -14,6 +14,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
+from libai.data.errors import DataError
 from libai.data.indexed import MMapIndexedDataset, get_indexed_dataset
 from libai.data.structures import DistTensorData
 
@@ -34,7 +35,7 @@ def resolve_indexed_dataset(name: str, data_prefix: Optional[str], indexed_datas
     """The dataset's tokens: `indexed_dataset` when given, else the one opened at `data_prefix`."""
     if indexed_dataset is None:
         if data_prefix is None:
-            raise ValueError(f"dataset '{name}' needs data_prefix or indexed_dataset: set one in the dataset config")
+            raise DataError(f"dataset '{name}' needs data_prefix or indexed_dataset: set one in the dataset config")
         return get_indexed_dataset(data_prefix, data_impl="mmap", skip_warmup=True)
     prefix = getattr(indexed_dataset, "prefix", None)
     if data_prefix is not None and prefix is not None and str(prefix) != str(data_prefix):
@@ -47,13 +48,13 @@ def resolve_indexed_dataset(name: str, data_prefix: Optional[str], indexed_datas
 def require_tokenizer(name: str, tokenizer: Any, attributes: tuple[str, ...]) -> None:
     """One clear error when the tokenizer is missing or lacks special tokens the dataset needs."""
     if tokenizer is None:
-        raise ValueError(
+        raise DataError(
             f"dataset '{name}' needs a tokenizer: DefaultTrainer passes the one of tokenization.tokenizer; "
             f"pass tokenizer=... when building the dataset yourself"
         )
     missing = [a for a in attributes if getattr(tokenizer, a, None) is None]
     if missing:
-        raise ValueError(f"dataset '{name}' needs a tokenizer with {missing} set: add them to the tokenizer config")
+        raise DataError(f"dataset '{name}' needs a tokenizer with {missing} set: add them to the tokenizer config")
 
 
 def check_token_range(name: str, indexed: MMapIndexedDataset, tokenizer: Any, num_docs: int = 8) -> None:
@@ -62,7 +63,7 @@ def check_token_range(name: str, indexed: MMapIndexedDataset, tokenizer: Any, nu
     last = int(doc_idx[min(num_docs, len(doc_idx) - 1)])
     largest = max((int(indexed[i].max()) for i in range(last) if indexed.sizes[i] > 0), default=-1)
     if largest >= len(tokenizer):
-        raise ValueError(
+        raise DataError(
             f"dataset '{name}' holds token id {largest} but the tokenizer has {len(tokenizer)} tokens: "
             f"preprocess the data with the tokenizer of this config"
         )
@@ -104,7 +105,7 @@ class Segments:
         doc_idx = np.asarray(indexed.doc_idx, dtype=np.int64)
         if len(doc_idx) < 2:
             prefix = getattr(indexed, "prefix", "")
-            raise ValueError(f"indexed dataset {prefix} holds no documents: preprocess some text first")
+            raise DataError(f"indexed dataset {prefix} holds no documents: preprocess some text first")
         sentence_split = bool(np.any(np.diff(doc_idx) > 1))
         if sentence_split:
             counts = np.ones(len(sizes), dtype=np.int64)
