@@ -6,6 +6,7 @@ the worker function, because starting Python + torch per check is what makes sui
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import traceback
 from typing import Any, Callable
@@ -34,7 +35,9 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, qu
 
     torch.set_num_threads(1)
     try:
-        queue.put((rank, True, fn(*args)))
+        # Pickled here, by value: a queue would share tensors through file descriptors that
+        # this process serves only while it lives, and it may exit before the parent reads.
+        queue.put((rank, True, pickle.dumps(fn(*args))))
     except BaseException:  # report every failure to the parent, which raises it
         queue.put((rank, False, traceback.format_exc()))
     finally:
@@ -65,7 +68,7 @@ def run_on_ranks(fn: Callable, world_size: int, *args: Any, timeout: float = 300
         for _ in range(world_size):
             rank, ok, value = queue.get(timeout=timeout)
             if ok:
-                results[rank] = value
+                results[rank] = pickle.loads(value)
             else:
                 errors.append(f"rank {rank} failed:\n{value}")
     finally:
