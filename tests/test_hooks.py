@@ -9,8 +9,11 @@ import pytest
 import torch
 
 from libai.engine import hooks
+from libai.engine.trainer import TrainerBase
 from libai.engine.hooks import (
     BestCheckpointer,
+    EarlyStopping,
+    TopKCheckpointer,
     CallbackHook,
     EvalHook,
     IterationTimer,
@@ -547,3 +550,106 @@ def test_hooks_under_real_trainer_base(tmp_path):
     assert [d["iteration"] for d in lines] == [3, 7]
     # StepLR(step_size=3): lr 0.01 on iterations 6-8.
     assert lines[1]["Acc@1"] == 2.0 and lines[1]["lr"] == pytest.approx(0.01)
+
+
+# ---------------------------------------------------------------------------------------
+# EarlyStopping
+# ---------------------------------------------------------------------------------------
+
+
+class _CountingTrainer(TrainerBase):
+    """The real loop (`TrainerBase.train`) around a step that logs a constant loss."""
+
+    max_iter = 0
+    global_batch_size = 4
+
+    @property
+    def consumed_train_samples(self):
+        return (self.iter + 1) * self.global_batch_size
+
+    def run_step(self):
+        self.storage.put_scalar("total_loss", 1.0)
+
+
+def _train_with_early_stopping(tmp_path, values, patience, min_delta=0.0, state=None, start_iter=0, max_iter=40):
+    ckpt = FakeCheckpointer(tmp_path)
+    ev = Evaluator(values)
+    stopping = EarlyStopping(2, ckpt, "Acc@1", mode="max", patience=patience, min_delta=min_delta)
+    if state is not None:
+        stopping.load_state_dict(state)
+    trainer = _CountingTrainer()
+    trainer.register_hooks([EvalHook(2, ev), stopping])
+    ev.trainer = trainer
+    trainer.train(start_iter, max_iter)
+    return trainer, ckpt, stopping, ev
+
+
+def test_early_stopping_ends_at_the_evaluation_that_exhausts_the_patience(tmp_path, caplog):
+    # Evaluations at iterations 1, 3, 5, ...: 50 (best), 60 (best), 60.05, 59, 55 -> the
+    # third evaluation without an improvement > 0.1 is the one at iteration 9.
+    with caplog.at_level(logging.INFO, logger="libai"):
+        trainer, ckpt, stopping, ev = _train_with_early_stopping(
+            tmp_path, [50.0, 60.0, 60.05, 59.0, 55.0, 99.0], patience=3, min_delta=0.1
+        )
+    assert ev.calls == [1, 3, 5, 7, 9]
+    assert ckpt.saved == [("model_final", {"iteration": 9, "consumed_train_samples": 40})]
+    assert trainer.iter == 10 and trainer.stop_reason.startswith("early stopping: Acc@1 has not improved")
+    assert "Training stopped after iteration 9: early stopping" in caplog.text
+    assert stopping.state_dict() == {"best_metric": 60.0, "evals_without_improvement": 3, "judged_iter": 9}
+
+
+def test_early_stopping_counter_survives_a_resume(tmp_path):
+    """Resumed after the evaluation at iteration 5 (one without improvement so far)."""
+    state = {"best_metric": 60.0, "evals_without_improvement": 1, "judged_iter": 5}
+    trainer, ckpt, _, ev = _train_with_early_stopping(tmp_path, [59.0, 58.0, 99.0], patience=3, state=state, start_iter=6)
+    assert ev.calls == [7, 9]
+    assert [extra["iteration"] for _, extra in ckpt.saved] == [9]
+
+
+def test_early_stopping_arguments_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="eval_mode"):
+        EarlyStopping(2, FakeCheckpointer(tmp_path), "Acc@1", mode="best")
+    with pytest.raises(ValueError, match="min_delta"):
+        EarlyStopping(2, FakeCheckpointer(tmp_path), "Acc@1", min_delta=-1)
+
+
+# ---------------------------------------------------------------------------------------
+# TopKCheckpointer
+# ---------------------------------------------------------------------------------------
+
+
+def _train_with_top_k(tmp_path, values, k, state=None, start_iter=0, max_iter=12):
+    from libai.utils.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(torch.nn.Linear(2, 1), str(tmp_path))
+    ev = Evaluator(values)
+    top = TopKCheckpointer(2, ckpt, "Acc@1", k=k, mode="max")
+    if state is not None:
+        top.load_state_dict(state)
+    trainer = _CountingTrainer()
+    trainer.register_hooks([EvalHook(2, ev), top])
+    ev.trainer = trainer
+    trainer.train(start_iter, max_iter)
+    return top
+
+
+def _top_dirs(path):
+    return sorted(d for d in os.listdir(path) if d.startswith("model_top_"))
+
+
+def test_top_k_keeps_exactly_the_k_best_across_a_resume(tmp_path):
+    # Evaluations at 1, 3, 5, 7, 9, 11: 50, 70, 60 (pushes out 50), 80 (pushes out 60),
+    # 65 (not saved), 90 (pushes out 70).
+    top = _train_with_top_k(tmp_path, [50.0, 70.0, 60.0, 80.0, 65.0, 90.0], k=2)
+    assert _top_dirs(tmp_path) == ["model_top_0000007", "model_top_0000011"]
+    with open(tmp_path / "top_k.json") as f:
+        assert json.load(f) == [
+            {"iteration": 11, "value": 90.0, "dir": "model_top_0000011", "metric": "Acc@1"},
+            {"iteration": 7, "value": 80.0, "dir": "model_top_0000007", "metric": "Acc@1"},
+        ]
+    # Resumed at 12: 85 pushes out 80, 75 is not saved.
+    resumed = _train_with_top_k(tmp_path, [85.0, 75.0], k=2, state=top.state_dict(), start_iter=12, max_iter=16)
+    assert _top_dirs(tmp_path) == ["model_top_0000011", "model_top_0000013"]
+    assert [(e["iteration"], e["value"]) for e in resumed.best] == [(11, 90.0), (13, 85.0)]
+    with open(tmp_path / "top_k.json") as f:
+        assert [e["dir"] for e in json.load(f)] == ["model_top_0000011", "model_top_0000013"]

@@ -123,21 +123,23 @@ def test_amp_follows_fp32_within_its_precision(runs, layout):
         assert amp[it] == pytest.approx(reference[it], rel=2e-2), (layout, it)
 
 
-def test_two_nodes_train_like_four_local_processes(runs, tmp_path):
-    """`NODE=2 NODE_RANK=0|1 tools/train.sh ... 2` on one machine equals dp2·tp2 on 4 processes."""
+@pytest.mark.parametrize("processes_per_node", [(2, 2), (1, 3)])
+def test_two_nodes_train_like_four_local_processes(runs, tmp_path, processes_per_node):
+    """`NODE=2 NODE_RANK=0|1 tools/train.sh ... N` on one machine equals dp2·tp2 on 4
+    processes, also with nodes of unequal size (HetSeq's 1 + 3)."""
     output_dir = str(tmp_path / "two_nodes")
     port = str(free_port())
-    cmd = ["bash", os.path.join(REPO, "tools/train.sh"), os.path.join(REPO, "tools/train_net.py"), CONFIG, "2",
-           f"train.output_dir={output_dir}", "train.dist.tensor_parallel_size=2"]
-    nodes = [
-        subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, NODE="2", NODE_RANK=str(rank), PORT=port,
-                                                 ADDR="127.0.0.1", OMP_NUM_THREADS="1"),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for rank in (0, 1)
-    ]
+    nodes = []
+    for rank, nproc in enumerate(processes_per_node):
+        cmd = ["bash", os.path.join(REPO, "tools/train.sh"), os.path.join(REPO, "tools/train_net.py"), CONFIG,
+               str(nproc), f"train.output_dir={output_dir}", "train.dist.tensor_parallel_size=2"]
+        env = dict(os.environ, NODE="2", NODE_RANK=str(rank), PORT=port, ADDR="127.0.0.1", OMP_NUM_THREADS="1")
+        nodes.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     logs = [node.communicate(timeout=600)[0] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
-    _assert_same_curve(losses_by_iter(output_dir), losses_by_iter(runs["dp2_tp2"]), range(20), "two nodes")
+    ours, reference = losses_by_iter(output_dir), losses_by_iter(runs["dp2_tp2"])
+    _assert_same_curve(ours, reference, range(20), "two nodes")
+    assert all(ours[i] == pytest.approx(reference[i], rel=1e-6) for i in range(20))
 
 
 @pytest.mark.parametrize("resumed", ["resume_dp1_tp1", "resume_dp1_tp2_pp2"])

@@ -42,7 +42,9 @@ train = dict(
     nccl_fusion_max_ops=24,
     # ZeRO: stage 1 shards optimizer state, 2 also gradients, 3 also parameters.
     zero_optimization=dict(enabled=False, stage=1),
-    checkpointer=dict(period=5000, max_to_keep=100, save_model_after_n_epoch=None),
+    # save_top_k=k keeps the checkpoints of the k best evaluations (model_top_<iter>, listed
+    # in output_dir/top_k.json); 0 = off.
+    checkpointer=dict(period=5000, max_to_keep=100, save_model_after_n_epoch=None, save_top_k=0),
     test_micro_batch_size=32,
     evaluation=dict(
         enabled=True,
@@ -53,6 +55,9 @@ train = dict(
         eval_metric="Acc@1",
         eval_mode="max",
     ),
+    # Stop when evaluation.eval_metric has not improved (per eval_mode) by more than
+    # min_delta for `patience` evaluations in a row; a final checkpoint is written.
+    early_stopping=dict(enabled=False, patience=3, min_delta=0.0),
     load_weight="",
     log_period=20,
     # The trainer fills in optimizer, max_iter and warmup_iter.

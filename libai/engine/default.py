@@ -604,6 +604,29 @@ class DefaultTrainer(TrainerBase):
                     mode=evaluation.eval_mode,
                 )
             )
+            top_k = try_get_key(cfg, "train.checkpointer.save_top_k", default=0) or 0
+            if top_k > 0:
+                ret.append(
+                    hooks.TopKCheckpointer(
+                        evaluation.eval_period,
+                        self.checkpointer,
+                        val_metric=evaluation.eval_metric,
+                        k=top_k,
+                        mode=evaluation.eval_mode,
+                    )
+                )
+            stopping = try_get_key(cfg, "train.early_stopping", default=None)
+            if stopping is not None and stopping.get("enabled", False):
+                ret.append(
+                    hooks.EarlyStopping(
+                        evaluation.eval_period,
+                        self.checkpointer,
+                        val_metric=evaluation.eval_metric,
+                        mode=evaluation.eval_mode,
+                        patience=stopping.get("patience", 3),
+                        min_delta=stopping.get("min_delta", 0.0),
+                    )
+                )
         if dist.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), cfg.train.log_period))
         # Last: the step's metrics are written before a preempted run stops.

@@ -9,6 +9,7 @@ must stay as fast as a hand-written loop.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import math
 import os
@@ -32,6 +33,8 @@ __all__ = [
     "PeriodicCheckpointer",
     "EvalHook",
     "BestCheckpointer",
+    "EarlyStopping",
+    "TopKCheckpointer",
     "PeriodicWriter",
     "PreemptionCheckpointer",
     "TrainingPreempted",
@@ -465,6 +468,26 @@ class EvalHook(HookBase):
         self._func = None
 
 
+def latest_metric(storage, name: str) -> Optional[tuple]:
+    """(value, iteration) of the latest `name` in `storage`; results of a named test set
+    are flattened to "<set>/<metric>", so a unique "<set>/name" counts too. None if absent."""
+    latest = storage.latest()
+    if name in latest:
+        return latest[name]
+    matches = [k for k in latest if k.endswith("/" + name)]
+    return latest[matches[0]] if len(matches) == 1 else None
+
+
+def _improvement(value: float, best: Optional[float], mode: str, min_delta: float = 0.0) -> bool:
+    """Whether `value` beats `best` by more than `min_delta` in `mode` ("max"/"min");
+    NaN and inf never do."""
+    if math.isnan(value) or math.isinf(value):
+        return False
+    if best is None:
+        return True
+    return value > best + min_delta if mode == "max" else value < best - min_delta
+
+
 class BestCheckpointer(HookBase):
     """Save `file_prefix` (default `model_best`) whenever `val_metric` improves.
 
@@ -497,29 +520,19 @@ class BestCheckpointer(HookBase):
         self._warned_missing = False
 
     def _improves(self, value: float) -> bool:
-        if math.isnan(value) or math.isinf(value):
-            return False
-        if self.best_metric is None:
-            return True
-        return value > self.best_metric if self._mode == "max" else value < self.best_metric
+        return _improvement(value, self.best_metric, self._mode)
 
     def _lookup(self) -> Optional[tuple]:
-        latest = self.trainer.storage.latest()
-        if self._val_metric in latest:
-            return latest[self._val_metric]
-        # Results of a named test set are flattened to "<name>/<metric>": accept a unique match.
-        matches = [k for k in latest if k.endswith("/" + self._val_metric)]
-        if len(matches) == 1:
-            return latest[matches[0]]
-        if not self._warned_missing:
+        found = latest_metric(self.trainer.storage, self._val_metric)
+        if found is None and not self._warned_missing:
             logger.warning(
                 "BestCheckpointer: metric '%s' is not among the evaluation results %s; "
                 "no best checkpoint is saved. Set train.evaluation.eval_metric to one of them.",
                 self._val_metric,
-                sorted(latest),
+                sorted(self.trainer.storage.latest()),
             )
             self._warned_missing = True
-        return None
+        return found
 
     def _decide(self) -> bool:
         """Judge the latest evaluation (main process); True when it is a new best."""
@@ -572,6 +585,168 @@ class BestCheckpointer(HookBase):
         """Restore what `state_dict` returned."""
         self.best_metric = state.get("best_metric")
         self.best_iter = state.get("best_iter")
+
+
+class TopKCheckpointer(HookBase):
+    """Keep the checkpoints of the `k` best evaluations of `val_metric`.
+
+    At each evaluation (the `EvalHook`'s period, placed after it) a result that ranks among
+    the k best is saved as `{file_prefix}_{iter:07d}`; the checkpoint it pushes out of the
+    k best is deleted (never the one `last_checkpoint` names), and `top_k.json` in the
+    save dir lists the k best, best first: iteration, value and directory. The list
+    survives a resume (`state_dict`). Its names differ from the periodic checkpoints', so
+    `max_to_keep` never deletes them and they never count against it.
+    """
+
+    def __init__(
+        self, eval_period: int, checkpointer, val_metric: str, k: int, mode: str = "max", file_prefix: str = "model_top"
+    ) -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"TopKCheckpointer mode must be 'max' or 'min', got {mode!r}: set train.evaluation.eval_mode")
+        self._period = _check_period("evaluation.eval_period", eval_period, allow_zero=True)
+        self.k = _check_period("checkpointer.save_top_k", k)
+        self._checkpointer = checkpointer
+        self._val_metric = val_metric
+        self._mode = mode
+        self._file_prefix = file_prefix
+        self.best: List[Dict[str, Any]] = []  # best first
+        self._judged_iter: Optional[int] = None
+
+    def _ranked(self, entries: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        # Best first; among equal values the earlier evaluation ranks higher.
+        sign = -1.0 if self._mode == "max" else 1.0
+        return sorted(entries, key=lambda e: (sign * e["value"], e["iteration"]))
+
+    def _judge(self) -> Optional[Dict[str, Any]]:
+        """The latest evaluation as a new entry if it ranks among the k best (main process)."""
+        found = latest_metric(self.trainer.storage, self._val_metric)
+        if found is None or found[1] == self._judged_iter:
+            return None
+        value, self._judged_iter = found
+        if math.isnan(value) or math.isinf(value):
+            return None
+        name = f"{self._file_prefix}_{self.trainer.iter:07d}"
+        entry = {"iteration": int(self.trainer.iter), "value": float(value), "dir": name}
+        return entry if entry in self._ranked(self.best + [entry])[: self.k] else None
+
+    def after_step(self) -> None:
+        """On evaluation iterations: save a new top-k result, drop the one it displaces."""
+        next_iter = self.trainer.iter + 1
+        if not ((self._period > 0 and next_iter % self._period == 0) or _is_last_iter(self.trainer)):
+            return
+        entry = self._judge() if dist.is_main_process() else None
+        entry, self._judged_iter = dist.broadcast_object((entry, self._judged_iter))
+        if entry is None:
+            return
+        self._checkpointer.save(entry["dir"], **_checkpoint_extra(self.trainer))
+        ranked = self._ranked(self.best + [entry])
+        self.best, dropped = ranked[: self.k], ranked[self.k :]
+        if dist.is_main_process():
+            self._delete(dropped)
+            self._write_list()
+
+    def _delete(self, dropped: List[Dict[str, Any]]) -> None:
+        save_dir = self._checkpointer.save_dir
+        last = os.path.basename(os.path.normpath(self._checkpointer.get_checkpoint_file() or ""))
+        for entry in dropped:
+            if entry["dir"] != last:
+                _remove_dir_atomically(os.path.join(save_dir, entry["dir"]))
+
+    def _write_list(self) -> None:
+        path = os.path.join(self._checkpointer.save_dir, "top_k.json")
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump([dict(entry, metric=self._val_metric) for entry in self.best], f, indent=1)
+        os.replace(tmp, path)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The k best entries, best first."""
+        return {"best": self.best, "judged_iter": self._judged_iter}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+        self.best = [dict(entry) for entry in state.get("best", [])]
+        self._judged_iter = state.get("judged_iter")
+
+
+class EarlyStopping(HookBase):
+    """End training when `val_metric` has not improved by more than `min_delta` for
+    `patience` evaluations in a row, with a final checkpoint (`model_final`).
+
+    Place it after the `EvalHook` whose `eval_period` it shares (and after the
+    `BestCheckpointer`). The main process judges each evaluation once and broadcasts the
+    decision, so every rank stops at the same iteration. The best value and the count of
+    evaluations without improvement survive a resume (`state_dict`).
+    """
+
+    def __init__(
+        self,
+        eval_period: int,
+        checkpointer,
+        val_metric: str,
+        mode: str = "max",
+        patience: int = 3,
+        min_delta: float = 0.0,
+        file_prefix: str = "model_final",
+    ) -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"EarlyStopping mode must be 'max' or 'min', got {mode!r}: set train.evaluation.eval_mode")
+        self._period = _check_period("evaluation.eval_period", eval_period, allow_zero=True)
+        self.patience = _check_period("early_stopping.patience", patience)
+        if not (isinstance(min_delta, (int, float)) and min_delta >= 0):
+            raise ValueError(f"early_stopping.min_delta must be a number >= 0, got {min_delta!r}")
+        self.min_delta = float(min_delta)
+        self._checkpointer = checkpointer
+        self._val_metric = val_metric
+        self._mode = mode
+        self._file_prefix = file_prefix
+        self.best_metric: Optional[float] = None
+        self.evals_without_improvement = 0
+        self._judged_iter: Optional[int] = None
+
+    def _judge(self) -> Optional[str]:
+        """Count the latest evaluation (main process); the reason to stop, or None."""
+        found = latest_metric(self.trainer.storage, self._val_metric)
+        if found is None or found[1] == self._judged_iter:
+            return None
+        value, self._judged_iter = found
+        if _improvement(value, self.best_metric, self._mode, self.min_delta):
+            self.best_metric, self.evals_without_improvement = value, 0
+            return None
+        self.evals_without_improvement += 1
+        if self.evals_without_improvement < self.patience:
+            return None
+        return (
+            f"early stopping: {self._val_metric} has not improved by more than {self.min_delta} for "
+            f"{self.patience} evaluations (best {self.best_metric}, last {value})"
+        )
+
+    def after_step(self) -> None:
+        """On evaluation iterations: judge, and stop every rank together."""
+        next_iter = self.trainer.iter + 1
+        if not (self._period > 0 and next_iter % self._period == 0) or _is_last_iter(self.trainer):
+            return
+        state = None
+        if dist.is_main_process():
+            state = (self._judge(), self.best_metric, self.evals_without_improvement, self._judged_iter)
+        reason, self.best_metric, self.evals_without_improvement, self._judged_iter = dist.broadcast_object(state)
+        if reason is not None:
+            self._checkpointer.save(self._file_prefix, **_checkpoint_extra(self.trainer))
+            self.trainer.stop_training(reason)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The best value and the count of evaluations without improvement."""
+        return {
+            "best_metric": self.best_metric,
+            "evals_without_improvement": self.evals_without_improvement,
+            "judged_iter": self._judged_iter,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+        self.best_metric = state.get("best_metric")
+        self.evals_without_improvement = int(state.get("evals_without_improvement", 0))
+        self._judged_iter = state.get("judged_iter")
 
 
 class PeriodicWriter(HookBase):

@@ -73,6 +73,8 @@ class TrainerBase:
         self.start_iter: int = 0
         self.max_iter: int = 0
         self.storage: Optional[EventStorage] = None
+        # Set by `stop_training`; the loop ends after the current step's hooks.
+        self.stop_reason: Optional[str] = None
 
     def register_hooks(self, hooks: list) -> None:
         """Append hooks; they run in the order given. `None` entries are skipped."""
@@ -94,6 +96,9 @@ class TrainerBase:
                     self.before_step()
                     self.run_step()
                     self.after_step()
+                    if self.stop_reason is not None:
+                        logger.info("Training stopped after iteration %d: %s", self.iter, self.stop_reason)
+                        break
                 # After a normal finish `iter` is one past the last step, as in detectron2.
                 self.iter += 1
             except Exception:
@@ -101,6 +106,11 @@ class TrainerBase:
                 raise
             finally:
                 self.after_train()
+
+    def stop_training(self, reason: str) -> None:
+        """End training after the current iteration's `after_step` hooks (early stopping).
+        Every rank must call it at the same iteration."""
+        self.stop_reason = reason
 
     def before_train(self) -> None:
         for hook in self._hooks:
