@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from libai.config import LazyConfig
 from libai.engine import DefaultTrainer, default_argument_parser, default_setup
+from libai.engine.debug import run_debug
 from libai.engine.default import run_with_clear_errors
 
 
@@ -20,6 +21,10 @@ def main(args) -> None:
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     default_setup(cfg, args)
+
+    if args.debug:
+        run_debug(cfg)
+        return
 
     if args.eval_only:
         DefaultTrainer.evaluate_only(cfg, resume=args.resume)

@@ -58,6 +58,8 @@ train = dict(
     # Stop when evaluation.eval_metric has not improved (per eval_mode) by more than
     # min_delta for `patience` evaluations in a row; a final checkpoint is written.
     early_stopping=dict(enabled=False, patience=3, min_delta=0.0),
+    # K > 0: train on the first K batches over and over (does the model learn at all?).
+    overfit_batches=0,
     load_weight="",
     log_period=20,
     # The trainer fills in optimizer, max_iter and warmup_iter.

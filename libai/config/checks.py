@@ -82,6 +82,7 @@ _TRAIN_RULES: dict[str, _Rule] = {
     "evaluation.eval_after_n_epoch": _int_at_least(1, optional=True),
     "evaluation.eval_iter": _int_at_least(1),
     "evaluation.eval_mode": _one_of(("min", "max")),
+    "overfit_batches": _int_at_least(0),
     "early_stopping.enabled": _BOOL,
     "early_stopping.patience": _int_at_least(1),
     "early_stopping.min_delta": _number_in(0),

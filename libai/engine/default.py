@@ -34,6 +34,7 @@ from libai.data.errors import DataError
 from libai.config.instantiate import locate
 from libai.data.structures import Instance
 from libai.engine import hooks
+from libai.engine.debug import OverfitBatches
 from libai.engine.pipeline import build_pipeline
 from libai.engine.trainer import EagerTrainer, PipelineTrainer, TrainerBase, default_batch_fn
 from libai.evaluation import inference_on_dataset
@@ -112,6 +113,13 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
         "--fast-dev-run",
         action="store_true",
         help="a quick check: 20 iterations, evaluation every 10, log every iteration",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="a fast dev run (a few iterations and one evaluation, nothing kept), then an overfit run on "
+        "train.overfit_batches batches (1 if unset) with a verdict: does the loss fall, which parameters "
+        "receive no gradient",
     )
     parser.add_argument(
         "opts",
@@ -407,6 +415,10 @@ class DefaultTrainer(TrainerBase):
         train = cfg.train
         self.tokenizer = self.build_tokenizer(cfg)
         self.train_loader, self.val_loader, test_split = self.build_train_loader(cfg, self.tokenizer)
+        overfit_batches = try_get_key(cfg, "train.overfit_batches", default=0) or 0
+        if overfit_batches:
+            self.train_loader = OverfitBatches(self.train_loader, overfit_batches)
+            logger.info("train.overfit_batches=%d: training on the first %d batches over and over", overfit_batches, overfit_batches)
         self.test_loader = self._evaluation_loaders(cfg, self.tokenizer, self.val_loader, test_split)
         auto_scale_hyperparams(cfg, self.train_loader)
         # config.yaml is this resolved config: building puts live objects into it (the

@@ -81,6 +81,21 @@ class TinyGPTTurningNaN(TinyGPT):
         return out
 
 
+class TinyGPTWithDetachedLayer(TinyGPT):
+    """A `TinyGPT` whose first layer's output is detached: the position embeddings and
+    layer 0 receive no gradient (the word embeddings still do, through the tied head)."""
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor = None) -> dict:
+        positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
+        hidden = self.layers[0](self.word_embeddings(input_ids).detach() + self.position_embeddings(positions))
+        hidden = hidden.detach()
+        for layer in self.layers[1:]:
+            hidden = layer(hidden)
+        logits = self.lm_head(self.final_layernorm(hidden), self.word_embeddings.weight)
+        token_losses = self.loss_func(logits, labels)
+        return {"lm_loss": token_losses.mean() if self.training else token_losses}
+
+
 class SyntheticTokens(torch.utils.data.Dataset):
     """`size` sequences of a noisy counting language: token t+1 = token t + step (mod vocab).
     `labels_placement_idx` is the pipeline stage the labels go to (the last, as LiBai's)."""
