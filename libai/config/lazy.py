@@ -871,6 +871,10 @@ class LazyConfig:
         container = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
         try:
             data = _to_yaml_data(container)
+            if isinstance(data, dict) and "model" in data:
+                # A whole config: an empty `defaults` list tells `load` not to merge it onto
+                # the packaged configs, as it does a hand-written run config.
+                data = {"defaults": [], **data}
             text = yaml.safe_dump(data, default_flow_style=False, sort_keys=False, allow_unicode=True)
         except (_Unserializable, yaml.YAMLError) as err:
             pkl = Path(f"{path}.pkl")
@@ -952,9 +956,46 @@ def _load_yaml(path: Path) -> DictConfig:
         raise ConfigFileError(
             f"config file {str(path)!r} holds a YAML {type(loaded).__name__}; a config must be a mapping"
         )
+    loaded = _with_packaged_defaults(loaded, path)
     cfg = DictConfig(loaded, flags=dict(_FLAGS))
     _resolve_targets(cfg)
     return cfg
+
+
+# What a run's YAML config starts from when it names no `defaults:` (Hydra's word for the
+# configs a file is merged onto): the same packaged configs a Python config loads.
+_RUN_DEFAULTS = ("common/train.py", "common/optim.py", "common/models/graph.py")
+
+
+def _with_packaged_defaults(loaded: DictConfig, path: Path) -> DictConfig:
+    """A hand-written run config in YAML, merged onto LiBai's packaged configs.
+
+    A file with a `defaults:` list (packaged config paths such as `common/train.py`; the
+    `.py` may be left out) starts from those; a file with a `model` section and no list
+    starts from `_RUN_DEFAULTS`, so the sections and keys it leaves out take LiBai's
+    defaults. The file's own values win. A file with no `model`, or an empty list (what
+    `LazyConfig.save` writes: a saved config is whole), is unchanged.
+    """
+    from .config import get_config  # config.py imports this module
+
+    if "defaults" in loaded:
+        names = loaded.pop("defaults")
+        if not isinstance(names, ListConfig) or not all(isinstance(n, str) for n in names):
+            raise ConfigFileError(
+                f"config file {str(path)!r}: `defaults` must be a list of packaged config paths, "
+                f"e.g. [common/train.py, common/optim.py]"
+            )
+    elif "model" in loaded:
+        names = _RUN_DEFAULTS
+    else:
+        return loaded
+    bases = []
+    for name in names:
+        try:
+            bases.append(get_config(name if name.endswith((".py", ".yaml", ".yml")) else f"{name}.py"))
+        except FileNotFoundError as err:
+            raise ConfigFileError(f"config file {str(path)!r}: defaults entry {name!r}: {err}") from None
+    return OmegaConf.merge(*bases, loaded)
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:
