@@ -608,35 +608,21 @@ class DefaultTrainer(TrainerBase):
         evaluation = cfg.train.evaluation
         if evaluation.enabled and self.test_loader:
             ret.append(hooks.EvalHook(evaluation.eval_period, self._evaluate))
-            ret.append(
-                hooks.BestCheckpointer(
-                    evaluation.eval_period,
-                    self.checkpointer,
-                    val_metric=evaluation.eval_metric,
-                    mode=evaluation.eval_mode,
-                )
-            )
+            # The hooks that judge each evaluation: same period, checkpointer and metric.
+            judged = dict(val_metric=evaluation.eval_metric, mode=evaluation.eval_mode)
+            ret.append(hooks.BestCheckpointer(evaluation.eval_period, self.checkpointer, **judged))
             top_k = try_get_key(cfg, "train.checkpointer.save_top_k", default=0) or 0
             if top_k > 0:
-                ret.append(
-                    hooks.TopKCheckpointer(
-                        evaluation.eval_period,
-                        self.checkpointer,
-                        val_metric=evaluation.eval_metric,
-                        k=top_k,
-                        mode=evaluation.eval_mode,
-                    )
-                )
+                ret.append(hooks.TopKCheckpointer(evaluation.eval_period, self.checkpointer, k=top_k, **judged))
             stopping = try_get_key(cfg, "train.early_stopping", default=None)
             if stopping is not None and stopping.get("enabled", False):
                 ret.append(
                     hooks.EarlyStopping(
                         evaluation.eval_period,
                         self.checkpointer,
-                        val_metric=evaluation.eval_metric,
-                        mode=evaluation.eval_mode,
                         patience=stopping.get("patience", 3),
                         min_delta=stopping.get("min_delta", 0.0),
+                        **judged,
                     )
                 )
         if dist.is_main_process():

@@ -85,6 +85,21 @@ def _is_last_iter(trainer) -> bool:
     return trainer.iter == trainer.max_iter - 1
 
 
+def _is_eval_iter(trainer, period: int) -> bool:
+    """Whether the iteration that just ran is one `EvalHook(period, ...)` evaluates after:
+    every `period` iterations (0: never) and the last one. The hooks that judge an
+    evaluation (best, top-k, early stopping) act on the same iterations."""
+    return (period > 0 and (trainer.iter + 1) % period == 0) or _is_last_iter(trainer)
+
+
+def _check_mode(owner: str, mode: str) -> None:
+    if mode not in ("max", "min"):
+        raise ValueError(
+            f"{owner} mode must be 'max' or 'min', got {mode!r}: set "
+            "train.evaluation.eval_mode to 'max' (accuracy) or 'min' (loss)."
+        )
+
+
 def _training_finished(trainer) -> bool:
     # `TrainerBase.train` steps `iter` to max_iter after the loop; an exception (also one
     # raised by the last step, e.g. a non-finite loss) leaves it below.
@@ -453,8 +468,7 @@ class EvalHook(HookBase):
 
     def after_step(self) -> None:
         """Evaluate on the period and after the last iteration."""
-        next_iter = self.trainer.iter + 1
-        if (self._period > 0 and next_iter % self._period == 0) or _is_last_iter(self.trainer):
+        if _is_eval_iter(self.trainer, self._period):
             self._do_eval()
 
     def after_train(self) -> None:
@@ -504,11 +518,7 @@ class BestCheckpointer(HookBase):
         mode: str = "max",
         file_prefix: str = "model_best",
     ) -> None:
-        if mode not in ("max", "min"):
-            raise ValueError(
-                f"BestCheckpointer mode must be 'max' or 'min', got {mode!r}: set "
-                "train.evaluation.eval_mode to 'max' (accuracy) or 'min' (loss)."
-            )
+        _check_mode("BestCheckpointer", mode)
         self._period = _check_period("evaluation.eval_period", eval_period, allow_zero=True)
         self._checkpointer = checkpointer
         self._val_metric = val_metric
@@ -568,8 +578,7 @@ class BestCheckpointer(HookBase):
 
     def after_step(self) -> None:
         """Check on the same iterations as `EvalHook`."""
-        next_iter = self.trainer.iter + 1
-        if (self._period > 0 and next_iter % self._period == 0) or _is_last_iter(self.trainer):
+        if _is_eval_iter(self.trainer, self._period):
             self._best_checking()
 
     def after_train(self) -> None:
@@ -601,8 +610,7 @@ class TopKCheckpointer(HookBase):
     def __init__(
         self, eval_period: int, checkpointer, val_metric: str, k: int, mode: str = "max", file_prefix: str = "model_top"
     ) -> None:
-        if mode not in ("max", "min"):
-            raise ValueError(f"TopKCheckpointer mode must be 'max' or 'min', got {mode!r}: set train.evaluation.eval_mode")
+        _check_mode("TopKCheckpointer", mode)
         self._period = _check_period("evaluation.eval_period", eval_period, allow_zero=True)
         self.k = _check_period("checkpointer.save_top_k", k)
         self._checkpointer = checkpointer
@@ -631,8 +639,7 @@ class TopKCheckpointer(HookBase):
 
     def after_step(self) -> None:
         """On evaluation iterations: save a new top-k result, drop the one it displaces."""
-        next_iter = self.trainer.iter + 1
-        if not ((self._period > 0 and next_iter % self._period == 0) or _is_last_iter(self.trainer)):
+        if not _is_eval_iter(self.trainer, self._period):
             return
         entry = self._judge() if dist.is_main_process() else None
         entry, self._judged_iter = dist.broadcast_object((entry, self._judged_iter))
@@ -689,8 +696,7 @@ class EarlyStopping(HookBase):
         min_delta: float = 0.0,
         file_prefix: str = "model_final",
     ) -> None:
-        if mode not in ("max", "min"):
-            raise ValueError(f"EarlyStopping mode must be 'max' or 'min', got {mode!r}: set train.evaluation.eval_mode")
+        _check_mode("EarlyStopping", mode)
         self._period = _check_period("evaluation.eval_period", eval_period, allow_zero=True)
         self.patience = _check_period("early_stopping.patience", patience)
         if not (isinstance(min_delta, (int, float)) and min_delta >= 0):
@@ -723,8 +729,8 @@ class EarlyStopping(HookBase):
 
     def after_step(self) -> None:
         """On evaluation iterations: judge, and stop every rank together."""
-        next_iter = self.trainer.iter + 1
-        if not (self._period > 0 and next_iter % self._period == 0) or _is_last_iter(self.trainer):
+        # At the last iteration training ends anyway: nothing to stop.
+        if not _is_eval_iter(self.trainer, self._period) or _is_last_iter(self.trainer):
             return
         state = None
         if dist.is_main_process():
