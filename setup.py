@@ -28,8 +28,11 @@ setup(
         "xxhash",
         # Image files for libai.inference.ImageClassificationPipeline.
         "pillow",
+        # output_dir/curves.png (drawn with matplotlib's object API; pyplot is never imported).
+        "matplotlib",
     ],
     # transformers is the reference the generation tests compare with; the project never
     # imports it at run time.
-    extras_require={"test": ["pytest", "transformers>=4.56", "ruff"]},
+    # wandb: train.wandb's Weights & Biases writer (pip install -e .[wandb]).
+    extras_require={"test": ["pytest", "transformers>=4.56", "ruff"], "wandb": ["wandb"]},
 )

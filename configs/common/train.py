@@ -60,6 +60,10 @@ train = dict(
     early_stopping=dict(enabled=False, patience=3, min_delta=0.0),
     # K > 0: train on the first K batches over and over (does the model learn at all?).
     overfit_batches=0,
+    # Weights & Biases, next to metrics.json and TensorBoard (rank 0): the same scalars at the
+    # same iterations and the resolved config. mode: "offline" (no network; `wandb sync`
+    # later) | "online" | "disabled". Needs the optional extra: pip install -e .[wandb]
+    wandb=dict(enabled=False, project=None, name=None, tags=[], mode="offline"),
     load_weight="",
     log_period=20,
     # The trainer fills in optimizer, max_iter and warmup_iter.

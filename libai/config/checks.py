@@ -10,11 +10,15 @@ config does not have is not checked (the trainer has a default for it).
 """
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
+from collections.abc import Sequence
 
 from omegaconf import OmegaConf
+
+from libai.utils.events import WANDB_MISSING, WANDB_MODES
 
 from .lazy import ConfigValueError
 
@@ -86,6 +90,11 @@ _TRAIN_RULES: dict[str, _Rule] = {
     "early_stopping.enabled": _BOOL,
     "early_stopping.patience": _int_at_least(1),
     "early_stopping.min_delta": _number_in(0),
+    "wandb.enabled": _BOOL,
+    "wandb.mode": _one_of(WANDB_MODES),
+    "wandb.project": _TEXT,
+    "wandb.name": _TEXT,
+    "wandb.tags": _Rule("a list of strings", lambda v: isinstance(v, Sequence) and not isinstance(v, str) and all(isinstance(t, str) for t in v)),
     "amp.enabled": _BOOL,
     "amp.dtype": _one_of(("float16", "fp16", "bfloat16", "bf16"), optional=True),
     "activation_checkpoint.enabled": _BOOL,
@@ -114,6 +123,7 @@ def check_train_config(cfg: Any, groups: Sequence[str] = tuple(TRAINER_GROUPS)) 
         return
     for key, rule in _TRAIN_RULES.items():
         _check_value(cfg.train, key, rule)
+    _check_optional_packages(cfg.train)
 
 
 def _check_groups(cfg: Any, groups: Sequence[str]) -> None:
@@ -130,6 +140,12 @@ def _check_groups(cfg: Any, groups: Sequence[str]) -> None:
         raise ConfigValueError(
             f"the config has no 'dataloader.train' (the training data): define it, e.g. {TRAINER_GROUPS['dataloader']}"
         )
+
+
+def _check_optional_packages(train: Any) -> None:
+    """A feature the config turns on has its optional package installed."""
+    if OmegaConf.select(train, "wandb.enabled", default=False) is True and importlib.util.find_spec("wandb") is None:
+        raise ConfigValueError(f"train.wandb.enabled=True, but {WANDB_MISSING}; or set train.wandb.enabled=False")
 
 
 def _check_value(train: Any, key: str, rule: _Rule) -> None:

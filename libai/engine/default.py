@@ -43,7 +43,7 @@ from libai.models.utils.graph_base import CompiledOrEager
 from libai.optim import build_optimizer
 from libai.utils import distributed as dist
 from libai.utils.checkpoint import LAST_CHECKPOINT_FILE, Checkpointer
-from libai.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from libai.utils.events import CommonMetricPrinter, CurvesWriter, JSONWriter, TensorboardXWriter, WandbWriter
 from libai.utils.logger import hold_log_records, log_ignored_arguments, release_log_records, setup_logger
 from libai.utils.rng import RNGStates
 from libai.utils.zero import apply_zero
@@ -632,15 +632,38 @@ class DefaultTrainer(TrainerBase):
         return ret
 
     def build_writers(self) -> list:
-        """Console line, `metrics.json` and TensorBoard events in `train.output_dir`."""
-        output_dir = self.cfg.train.output_dir
+        """Console line, `metrics.json`, TensorBoard events and `curves.png` in
+        `train.output_dir`, and a Weights & Biases run when `train.wandb.enabled`.
+
+        Override it to add a writer for another tracker (a `libai.utils.events.EventWriter`).
+        """
+        train = self.cfg.train
+        output_dir = train.output_dir
+        metrics_file = os.path.join(output_dir, "metrics.json")
+        evaluation = train.evaluation
+        eval_metric = evaluation.eval_metric if evaluation.enabled and self.test_loader else None
         # The console shows medians over 20 iterations; the files record each logged
         # iteration's exact values (window 1), so curves can be compared across runs.
-        return [
+        writers = [
             CommonMetricPrinter(self.global_batch_size, self.max_iter),
-            JSONWriter(os.path.join(output_dir, "metrics.json"), window_size=1),
+            JSONWriter(metrics_file, window_size=1),
             TensorboardXWriter(output_dir, window_size=1),
+            # After the JSONWriter: it draws what that writer has just written.
+            CurvesWriter(metrics_file, os.path.join(output_dir, "curves.png"), eval_metric),
         ]
+        wandb_cfg = try_get_key(self.cfg, "train.wandb", default=None)
+        if wandb_cfg is not None and wandb_cfg.get("enabled", False):
+            writers.append(
+                WandbWriter(
+                    output_dir,
+                    project=wandb_cfg.get("project"),
+                    name=wandb_cfg.get("name"),
+                    tags=list(wandb_cfg.get("tags") or ()),
+                    mode=wandb_cfg.get("mode", "offline"),
+                    config_file=os.path.join(output_dir, "config.yaml"),
+                )
+            )
+        return writers
 
     def _evaluate(self) -> dict:
         if getattr(self, "_eval_model", None) is None:

@@ -1,8 +1,15 @@
 """Training metrics: an `EventStorage` that hooks and the trainer fill each iteration, and
-writers that turn it into a console line, `metrics.json` and TensorBoard events.
+writers that turn it into a console line, `metrics.json`, TensorBoard events, a Weights &
+Biases run and a picture of the curves (`curves.png`).
 
 The storage is on the hot path (a handful of `put_scalar` calls per iteration), so it
 does no formatting and no I/O; writers do that, and only when `PeriodicWriter` asks.
+
+A writer is a subclass of `EventWriter` with two methods: `write()`, called on rank 0 every
+`train.log_period` iterations and once after training, reads what is new in
+`get_event_storage()`; `close()` releases its files once at the end. `_scalars_since`
+gives the scalars put since the last write, by iteration, so a writer for another tracker
+(MLflow, Aim, ...) is one small class; add it by overriding `DefaultTrainer.build_writers`.
 """
 from __future__ import annotations
 
@@ -10,11 +17,14 @@ import datetime
 import json
 import logging
 import os
+import secrets
 import statistics
 import time
 from array import array
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from libai.utils.curves import plot_curves
 
 __all__ = [
     "HistoryBuffer",
@@ -24,6 +34,9 @@ __all__ = [
     "JSONWriter",
     "TensorboardXWriter",
     "CommonMetricPrinter",
+    "WandbWriter",
+    "CurvesWriter",
+    "WANDB_MODES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -489,3 +502,133 @@ def _max_memory_mb() -> Optional[float]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         return torch.cuda.max_memory_allocated() / 1024.0 / 1024.0
     return None
+
+
+# --------------------------------------------------------------------------------------
+# Weights & Biases
+# --------------------------------------------------------------------------------------
+
+WANDB_MODES = ("offline", "online", "disabled")
+WANDB_MISSING = "the wandb package is not installed: pip install -e .[wandb] (it is an optional extra)"
+
+
+class WandbWriter(EventWriter):
+    """Log the scalars of each written iteration to a Weights & Biases run, at that
+    iteration as W&B's `step`: the same values `JSONWriter` puts in `metrics.json`.
+
+    The run is created at the first write (nothing exists before), in `output_dir/wandb`,
+    with the YAML `config_file` (the run's resolved `config.yaml`) as its config. Its id is
+    kept in `output_dir/wandb/run_id`, so a resumed run continues the same W&B run; W&B
+    ignores the steps it already has, which a stopped run logged after its last checkpoint
+    and an exact resume logs again with the same values. `mode="offline"` needs no network
+    (`wandb sync output_dir/wandb/offline-run-*` uploads it later). W&B's capture of the
+    console is off: the trainer's own `log.txt` holds it.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        project: Optional[str] = None,
+        name: Optional[str] = None,
+        tags: Sequence[str] = (),
+        mode: str = "offline",
+        config_file: Optional[str] = None,
+        window_size: int = 1,
+    ) -> None:
+        if mode not in WANDB_MODES:
+            raise ValueError(f"W&B mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
+        try:
+            import wandb  # noqa: F401 - fail when the writer is built, not at its first write
+        except ImportError:
+            raise ImportError(WANDB_MISSING) from None
+        self._dir = os.path.join(output_dir, "wandb")
+        self._init_kwargs = dict(project=project, name=name, tags=list(tags), mode=mode)
+        self._config_file = config_file
+        self._window_size = window_size
+        self._run = None
+        self._last_write = -1
+
+    def _start_run(self) -> None:
+        import wandb
+
+        os.makedirs(self._dir, exist_ok=True)
+        id_file = os.path.join(self._dir, "run_id")
+        # W&B run ids are [a-z0-9]; 8 random hex digits as W&B's own.
+        run_id = _read_text(id_file) or secrets.token_hex(4)
+        self._run = wandb.init(
+            dir=os.path.dirname(self._dir),
+            id=run_id,
+            resume="allow",
+            config=_load_yaml_config(self._config_file),
+            settings=wandb.Settings(console="off", silent=True),
+            **self._init_kwargs,
+        )
+        with open(id_file, "w") as f:
+            f.write(run_id)
+        logger.info("W&B run %s (%s) in %s", run_id, self._init_kwargs["mode"], self._dir)
+
+    def write(self) -> None:
+        """Log the scalars put since the last write, one W&B step per iteration."""
+        to_log = _scalars_since(self._window_size, self._last_write)
+        if not to_log:
+            return
+        if self._run is None:
+            self._start_run()
+        for itr, scalars in to_log.items():
+            self._run.log(scalars, step=itr)
+        self._last_write = max(to_log)
+
+    def close(self) -> None:
+        """Finish the run (offline: its files are complete on disk)."""
+        if self._run is not None:
+            self._run.finish()
+            self._run = None
+
+
+def _read_text(path: str) -> Optional[str]:
+    try:
+        with open(path) as f:
+            return f.read().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _load_yaml_config(path: Optional[str]) -> Dict[str, Any]:
+    """The run's saved config as plain data for a tracker (empty when there is none)."""
+    if path is None or not os.path.exists(path):
+        return {}
+    import yaml
+
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+# --------------------------------------------------------------------------------------
+# curves.png
+# --------------------------------------------------------------------------------------
+
+
+class CurvesWriter(EventWriter):
+    """Draw `png_file` (loss terms, learning rate, each evaluation metric against the
+    iteration) from the JSON-lines `json_file` that a `JSONWriter` before this writer
+    fills: after each evaluation (when `eval_metric` was put since the last write) and at
+    `close()`. The picture covers the whole run, also the part before a resume.
+    """
+
+    def __init__(self, json_file: str, png_file: str, eval_metric: Optional[str] = None) -> None:
+        self._json_file = json_file
+        self._png_file = png_file
+        self._eval_metric = eval_metric
+        self._last_write = -1
+
+    def write(self) -> None:
+        """Redraw when an evaluation's metric is new since the last write."""
+        storage = get_event_storage()
+        latest = storage.latest().get(self._eval_metric) if self._eval_metric else None
+        if latest is not None and latest[1] > self._last_write:
+            plot_curves(self._json_file, self._png_file)
+        self._last_write = storage.iter
+
+    def close(self) -> None:
+        """Draw the final picture."""
+        plot_curves(self._json_file, self._png_file)

@@ -26,6 +26,7 @@ def test_train_defaults() -> None:
     assert dict(train.checkpointer) == {"period": 5000, "max_to_keep": 100, "save_model_after_n_epoch": None, "save_top_k": 0}
     assert dict(train.early_stopping) == {"enabled": False, "patience": 3, "min_delta": 0.0}
     assert train.overfit_batches == 0
+    assert dict(train.wandb) == {"enabled": False, "project": None, "name": None, "tags": [], "mode": "offline"}
     assert train.test_micro_batch_size == 32
     ev = train.evaluation
     assert (ev.enabled, ev.eval_period, ev.eval_after_n_epoch, ev.eval_iter) == (True, 5000, None, 100000)
