@@ -68,3 +68,13 @@ class iter_of:
 
     def __iter__(self):
         return iter(self.values)
+
+
+def test_debug_runs_make_no_wandb_run():
+    from libai.config import get_config
+    from libai.engine.debug import _debug_cfg
+
+    cfg = get_config("common/train.py")
+    cfg.train.wandb.enabled = True
+    assert _debug_cfg(cfg, 5, "/tmp/x").train.wandb.enabled is False
+    assert cfg.train.wandb.enabled is True  # the user's config is left alone

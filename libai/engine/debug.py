@@ -106,6 +106,9 @@ def _debug_cfg(cfg: Any, iters: int, output_dir: str) -> Any:
     run.train.resume = False
     run.train.checkpointer.period = iters
     run.train.log_period = 1
+    if "wandb" in run.train:
+        # Nothing is kept: no W&B run either (an online one would be uploaded).
+        run.train.wandb.enabled = False
     return run
 
 

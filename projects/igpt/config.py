@@ -61,7 +61,7 @@ train.update(
         output_dir="output/igpt",
         train_micro_batch_size=32,
         test_micro_batch_size=100,
-        train_epoch=10,
+        train_epoch=30,
         train_iter=0,
         warmup_ratio=0.05,
         log_period=20,

@@ -3,6 +3,8 @@
     from projects.igpt.pipeline import complete_digits
     complete_digits("output/igpt/model_final", "completions.png")   # 8 test digits
 
+or `python -m projects.igpt.pipeline output/igpt/model_final completions.png --sample`.
+
 `PixelCompletionPipeline` takes 28 x 28 uint8 digits, turns them into pixel tokens with the
 run's own clusters (the config's test dataset names them), keeps the top `top_rows` rows as
 the prompt and generates the rest (greedy by default; `do_sample=True`, `top_k`, `seed`
@@ -121,14 +123,16 @@ def complete_digits(
     config_file: Optional[str] = None,
     **kwargs: Any,
 ) -> list:
-    """Complete the bottom halves of the first `num_digits` test digits from their top
-    halves and draw `out_png`: the digits (as pixel tokens) in the first row, the prompts
-    (bottom half grey) in the second, the completions in the third. `kwargs` go to the
-    pipeline (layout, `do_sample`, `top_rows`, ...). Returns the pipeline's results."""
+    """Complete the bottom halves of `num_digits` test digits (evenly spaced over the split)
+    from their top halves and draw `out_png`: the digits (as pixel tokens) in the first row,
+    the prompts (bottom half grey) in the second, the completions in the third. `kwargs` go
+    to the pipeline (layout, `do_sample`, `top_rows`, ...). Returns the pipeline's results."""
     layout = {k: kwargs.pop(k) for k in ("data_parallel", "tensor_parallel", "pipeline_parallel") if k in kwargs}
     pipeline = PixelCompletionPipeline(config_file, model_path=model_path, **layout)
     pixels = pipeline.cfg.dataloader.test[0].dataset
-    digits = MNISTDataset(pixels.get("root"), train=False).images[:num_digits]
+    test_digits = MNISTDataset(pixels.get("root"), train=False).images
+    # Spread over the split (the shipped test digits are sorted by class).
+    digits = test_digits[np.linspace(0, len(test_digits) - 1, num_digits).astype(int)]
     results = pipeline(digits, **kwargs)
     size = pipeline.image_size
     originals = [pipeline.centres[quantize(image, pipeline.centres)] for image in shrink_images(digits, size)]
@@ -140,3 +144,23 @@ def complete_digits(
     if dist.is_main_process():
         save_grid([originals, prompts, [r["image"] for r in results]], out_png)
     return results
+
+
+def main(argv: Optional[list] = None) -> None:
+    """`python -m projects.igpt.pipeline output/igpt/model_final completions.png [--sample]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Complete test digits from their top halves into a PNG grid.")
+    parser.add_argument("model_path", help="a checkpoint directory of an iGPT run, e.g. output/igpt/model_final")
+    parser.add_argument("out_png", help="where to write the grid")
+    parser.add_argument("--num-digits", type=int, default=10)
+    parser.add_argument("--sample", action="store_true", help="sample (top-k 3) instead of greedy decoding")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    sampling = dict(do_sample=True, top_k=3) if args.sample else {}
+    complete_digits(args.model_path, args.out_png, num_digits=args.num_digits, seed=args.seed, **sampling)
+    print(args.out_png)
+
+
+if __name__ == "__main__":
+    main()
