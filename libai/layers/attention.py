@@ -13,6 +13,7 @@ from libai.utils.logger import log_ignored_arguments
 
 from .kv_cache import KVCache
 from .linear import Linear
+from .rotary import RotaryEmbedding
 from .utils import InitMethod, check_divisible, mesh_size, to_local, tp_mesh
 
 KeyValue = tuple[torch.Tensor, torch.Tensor]
@@ -23,6 +24,24 @@ class AttnMaskType(enum.Enum):
 
     padding = 1
     causal = 2
+
+
+def keep_mask(
+    attention_mask: Optional[torch.Tensor], tgt_len: int, src_len: int, causal: bool, device: torch.device
+) -> Optional[torch.Tensor]:
+    """The boolean keep-mask (True = attend) of `attention_mask` (1 / True = attend,
+    broadcastable to [b, heads, q, k]) and, when `causal`, of the causal mask, or None.
+
+    The causal mask is aligned to the last query: with a cache of past keys, query i sits
+    at position src_len - tgt_len + i.
+    """
+    mask = None
+    if attention_mask is not None:
+        mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask > 0.5
+    if causal:
+        lower = torch.ones(tgt_len, src_len, dtype=torch.bool, device=device).tril(src_len - tgt_len)
+        mask = lower if mask is None else mask & lower
+    return mask
 
 
 class MultiheadAttention(nn.Module):
@@ -186,17 +205,10 @@ class MultiheadAttention(nn.Module):
 
     def _build_mask(self, attention_mask, tgt_len: int, src_len: int, device) -> Optional[torch.Tensor]:
         """A boolean keep-mask broadcastable to [b, local_heads, q, k], or None."""
-        mask = None
-        if attention_mask is not None:
-            mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask > 0.5
-            if mask.dim() == 4 and mask.shape[1] == self.num_heads and self.tp_size > 1:
-                # A per-head mask: keep this rank's heads.
-                mask = mask[:, self.head_start : self.head_start + self.local_heads]
-        if self.attn_mask_type == AttnMaskType.causal:
-            # Aligned to the last query: with a cache, query i sits at position src - tgt + i.
-            causal = torch.ones(tgt_len, src_len, dtype=torch.bool, device=device).tril(src_len - tgt_len)
-            mask = causal if mask is None else mask & causal
-        return mask
+        if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[1] == self.num_heads and self.tp_size > 1:
+            # A per-head mask: keep this rank's heads.
+            attention_mask = attention_mask[:, self.head_start : self.head_start + self.local_heads]
+        return keep_mask(attention_mask, tgt_len, src_len, self.attn_mask_type == AttnMaskType.causal, device)
 
     def _attend(self, query, key, value, mask) -> torch.Tensor:
         if self.training and self.attention_dropout_prob > 0.0:
@@ -228,3 +240,112 @@ class MultiheadAttention(nn.Module):
             f"hidden_size={self.hidden_size}, num_heads={self.num_heads}, "
             f"is_cross_attention={self.is_cross_attention}"
         )
+
+
+class GroupedQueryAttention(nn.Module):
+    """Llama's causal self attention: rotary positions and grouped-query heads (GQA), each
+    key/value head shared by `num_attention_heads / num_key_value_heads` query heads.
+
+    `q_proj`, `k_proj` and `v_proj` are column-parallel, so each tensor-parallel rank holds
+    whole query heads and the key/value heads of their groups; this needs
+    `num_key_value_heads` to divide by the tp size (a `ValueError` says so otherwise).
+    `o_proj` is row-parallel: the output is replicated over tp ranks. Weights are laid out as
+    Hugging Face's `LlamaAttention` (rows of head 0, then head 1, ...), so they load as they are.
+    A `KVCache` stores the key/value heads only (not repeated per query head).
+
+    Args:
+        hidden_size: size of the hidden states.
+        num_attention_heads: query heads (divide by the tp size).
+        num_key_value_heads: key/value heads (divide num_attention_heads; default: as many).
+        head_size: size of each head (default hidden_size / num_attention_heads).
+        rope_theta, rope_scaling: see `RotaryEmbedding`.
+        bias: biases on q/k/v/o (Hugging Face's `attention_bias`).
+        init_method: initialiser of the q/k/v weights.
+        output_layer_init_method: initialiser of o_proj's weight (default: init_method).
+        layer_idx: index of the layer that owns it, which picks its pipeline stage.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_attention_heads: int,
+        num_key_value_heads: Optional[int] = None,
+        head_size: Optional[int] = None,
+        rope_theta: float = 10000.0,
+        rope_scaling: Optional[dict] = None,
+        bias: bool = False,
+        init_method: InitMethod = nn.init.xavier_normal_,
+        output_layer_init_method: Optional[InitMethod] = None,
+        *,
+        layer_idx: int = 0,
+    ) -> None:
+        super().__init__()
+        kv_heads = num_key_value_heads or num_attention_heads
+        if num_attention_heads % kv_heads:
+            raise ValueError(
+                f"num_attention_heads ({num_attention_heads}) must be a multiple of num_key_value_heads ({kv_heads})"
+            )
+        tp_size = mesh_size(tp_mesh(layer_idx))
+        check_divisible(num_attention_heads, tp_size, "GroupedQueryAttention num_attention_heads")
+        if kv_heads % tp_size:
+            raise ValueError(
+                f"num_key_value_heads={kv_heads} cannot be split over {tp_size} tensor-parallel ranks: "
+                f"use a train.dist.tensor_parallel_size that divides {kv_heads}"
+            )
+        self.num_heads, self.num_kv_heads = num_attention_heads, kv_heads
+        self.head_size = head_size or hidden_size // num_attention_heads
+        self.local_heads, self.local_kv_heads = num_attention_heads // tp_size, kv_heads // tp_size
+        self.layer_idx = layer_idx
+
+        def col(heads: int) -> Linear:
+            return Linear(hidden_size, heads * self.head_size, bias=bias, parallel="col", init_method=init_method, layer_idx=layer_idx)
+
+        self.q_proj, self.k_proj, self.v_proj = col(num_attention_heads), col(kv_heads), col(kv_heads)
+        self.o_proj = Linear(
+            num_attention_heads * self.head_size,
+            hidden_size,
+            bias=bias,
+            parallel="row",
+            init_method=output_layer_init_method or init_method,
+            layer_idx=layer_idx,
+        )
+        self.rotary = RotaryEmbedding(self.head_size, rope_theta, rope_scaling)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        past_key_value: Optional[KVCache] = None,
+    ) -> torch.Tensor:
+        """Attend causally over `hidden_states` [b, s, hidden] (and the cached past).
+
+        `attention_mask` (1 = attend) broadcasts to [b, heads, q, past + q] (e.g. [b, 1, 1, k]
+        for padding, [b, 1, q, k] to keep packed samples apart); `past_key_value` is a
+        `KVCache`, updated in place; `position_ids` [b, s] default to past + 0..s-1, where
+        past is read from the cache, so a model whose layers share one cache must compute
+        them once before its first layer (the later layers would see this step's keys too).
+        """
+        hidden_states = to_local(hidden_states)
+        batch, length = hidden_states.shape[:2]
+        past = past_key_value.get_seq_length() if past_key_value is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past, past + length, device=hidden_states.device).expand(batch, length)
+        query = self._heads(self.q_proj(hidden_states), self.local_heads)
+        key = self._heads(self.k_proj(hidden_states), self.local_kv_heads)
+        value = self._heads(self.v_proj(hidden_states), self.local_kv_heads)
+        query, key = self.rotary(query, key, to_local(position_ids))
+        if past_key_value is not None:
+            key, value = past_key_value.update(self.layer_idx, key, value)
+        mask = keep_mask(to_local(attention_mask), length, key.shape[2], True, query.device)
+        context = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, scale=self.head_size**-0.5, enable_gqa=self.local_kv_heads != self.local_heads
+        )
+        return self.o_proj(context.transpose(1, 2).flatten(2))
+
+    def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
+        """[b, s, heads * head_size] -> [b, heads, s, head_size]."""
+        return x.view(x.shape[0], x.shape[1], heads, self.head_size).transpose(1, 2)
+
+    def extra_repr(self) -> str:
+        return f"num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, head_size={self.head_size}"

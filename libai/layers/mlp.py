@@ -1,9 +1,11 @@
-"""The transformer feed-forward block: column-parallel up projection, GELU, row-parallel down."""
+"""The transformer feed-forward blocks: `MLP` (column-parallel up projection, GELU,
+row-parallel down) and Llama's gated `SwiGLU`."""
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from libai.utils.logger import log_ignored_arguments
@@ -92,3 +94,52 @@ class MLP(nn.Module):
             output, bias = output
             output = output + bias
         return self.dropout(output)
+
+
+class SwiGLU(nn.Module):
+    """Llama's gated MLP: `down_proj(silu(gate_proj(x)) * up_proj(x))`, tensor-parallel.
+
+    `gate_proj` and `up_proj` are column-parallel (each rank holds the same slice of the
+    intermediate units of both, so the product needs no communication), `down_proj`
+    row-parallel; one all-reduce forward and one backward, like `MLP`.
+
+    Args:
+        hidden_size: size of the input and output.
+        ffn_hidden_size: intermediate size (must divide by the tp size).
+        bias: biases on the three projections (Hugging Face's `mlp_bias`).
+        init_method: initialiser of gate_proj's and up_proj's weights.
+        output_layer_init_method: initialiser of down_proj's weight (default: init_method).
+        layer_idx: index of the layer that owns it, which picks its pipeline stage.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        ffn_hidden_size: int,
+        bias: bool = False,
+        init_method: InitMethod = nn.init.xavier_normal_,
+        output_layer_init_method: Optional[InitMethod] = None,
+        *,
+        layer_idx: int = 0,
+    ) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+
+        def col() -> Linear:
+            return Linear(hidden_size, ffn_hidden_size, bias=bias, parallel="col", init_method=init_method, layer_idx=layer_idx)
+
+        self.gate_proj = col()
+        self.up_proj = col()
+        self.down_proj = Linear(
+            ffn_hidden_size,
+            hidden_size,
+            bias=bias,
+            parallel="row",
+            init_method=output_layer_init_method or init_method,
+            layer_idx=layer_idx,
+        )
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Apply the block to replicated `hidden_states` [..., hidden_size]."""
+        hidden_states = to_local(hidden_states)
+        return self.down_proj(F.silu(self.gate_proj(hidden_states)) * self.up_proj(hidden_states))

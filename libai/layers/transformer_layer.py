@@ -223,9 +223,11 @@ class TransformerLayer(nn.Module):
 
 
 def enable_activation_checkpointing(model: nn.Module) -> int:
-    """Recompute every `TransformerLayer` of `model` in backward (non-reentrant
-    `torch.utils.checkpoint`); returns how many layers were switched."""
-    layers = [m for m in model.modules() if isinstance(m, TransformerLayer)]
+    """Recompute every layer of `model` that supports it in backward (non-reentrant
+    `torch.utils.checkpoint`); returns how many layers were switched. A layer supports it
+    by having an `activation_checkpointing` attribute that its forward reads, as
+    `TransformerLayer` (and Llama's decoder layer) do."""
+    layers = [m for m in model.modules() if hasattr(m, "activation_checkpointing")]
     for layer in layers:
         layer.activation_checkpointing = True
     return len(layers)

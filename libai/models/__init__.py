@@ -1,6 +1,7 @@
 """LiBai's model zoo, built from `libai.layers` (runs under any data/tensor/pipeline layout)."""
 from .bert_model import BertForClassification, BertForPreTraining, BertModel
 from .gpt_model import GPTForPreTraining, GPTModel
+from .llama import LlamaForCausalLM, LlamaModel
 from .t5_model import T5ForPreTraining, T5Model
 from .vision_transformer import VisionTransformer
 
@@ -10,6 +11,8 @@ __all__ = [
     "BertForClassification",
     "GPTModel",
     "GPTForPreTraining",
+    "LlamaModel",
+    "LlamaForCausalLM",
     "T5Model",
     "T5ForPreTraining",
     "VisionTransformer",

@@ -204,8 +204,11 @@ def test_missing_folder_and_files(tmp_path, gpt2_dir):
     one_line(err)
     broken = shutil.copytree(gpt2_dir, tmp_path / "no_weights")
     os.remove(broken / "model.safetensors")
-    (broken / "pytorch_model.bin").write_bytes(b"")
-    message = "model.safetensors' is missing .*convert it to safetensors"
+    with pytest.raises(HuggingFaceCheckpointError, match="holds no weights: .* one of model.safetensors") as err:
+        load_huggingface_gpt2(broken)
+    one_line(err)
+    (broken / "pytorch_model.bin").write_bytes(b"not a pickle")
+    message = "pytorch_model.bin' cannot be read as PyTorch weights with weights_only=True .*convert it to safetensors"
     with pytest.raises(HuggingFaceCheckpointError, match=message) as err:
         load_huggingface_gpt2(broken)
     one_line(err)

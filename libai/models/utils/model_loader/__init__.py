@@ -1,8 +1,8 @@
-"""Hugging Face weights <-> LiBai models, under any parallel layout.
+"""Hugging Face weights <-> LiBai models (BERT, GPT-2, Llama), under any parallel layout.
 
     from libai.models import BertModel, GPTForPreTraining
     from libai.models.utils.model_loader import (
-        load_huggingface_bert, load_huggingface_gpt2, export_to_huggingface,
+        load_huggingface_bert, load_huggingface_gpt2, load_huggingface_llama, export_to_huggingface,
     )
 
     bert = load_huggingface_bert("path/to/bert")                 # BertModel
@@ -21,19 +21,20 @@ from torch import nn
 from .base_loader import Entry, HuggingFaceCheckpointError, ModelLoaderHuggerFace
 from .bert_loader import BertLoaderHuggerFace, load_huggingface_bert
 from .gpt_loader import GPT2LoaderHuggerFace, load_huggingface_gpt2
+from .llama_loader import LlamaLoaderHuggerFace, load_huggingface_llama
 
-_LOADERS = (BertLoaderHuggerFace, GPT2LoaderHuggerFace)
+_LOADERS = (BertLoaderHuggerFace, GPT2LoaderHuggerFace, LlamaLoaderHuggerFace)
 
 
 def export_to_huggingface(model: nn.Module, out_dir: Union[str, os.PathLike]) -> str:
-    """Write a LiBai BERT or GPT model as a Hugging Face checkpoint folder (config.json +
+    """Write a LiBai BERT, GPT or Llama model as a Hugging Face checkpoint folder (config.json +
     model.safetensors); a collective under several processes (call it on every rank).
     Returns `out_dir`."""
     for loader in _LOADERS:
         if any(isinstance(m, loader.base_model_class) for m in model.modules()):
             return loader.export(model, out_dir)
     raise HuggingFaceCheckpointError(
-        f"{type(model).__name__} cannot be exported to Hugging Face: it contains no BertModel or GPTModel"
+        f"{type(model).__name__} cannot be exported to Hugging Face: it contains no BertModel, GPTModel or LlamaModel"
     )
 
 
@@ -41,9 +42,11 @@ __all__ = [
     "BertLoaderHuggerFace",
     "Entry",
     "GPT2LoaderHuggerFace",
+    "LlamaLoaderHuggerFace",
     "HuggingFaceCheckpointError",
     "ModelLoaderHuggerFace",
     "export_to_huggingface",
     "load_huggingface_bert",
     "load_huggingface_gpt2",
+    "load_huggingface_llama",
 ]

@@ -5,14 +5,16 @@ and the Hugging Face tensor(s) it is made of, with a `kind` that says how (a pla
 Conv1D transpose, q/k/v fused into LiBai's per-head layout, ...). Import and export walk
 the same list in opposite directions, so the two cannot drift apart.
 
-Loading works under any parallel layout: every rank reads the whole checkpoint and keeps
-its own shard of each DTensor parameter (`distribute_tensor(..., src_data_rank=None)`);
-parameters of another pipeline stage are empty shells on a rank and are skipped. Export
+Loading works under any parallel layout: every rank reads the checkpoint (one safetensors
+file, shards, or `pytorch_model.bin`) tensor by tensor and keeps its own shard of each
+DTensor parameter (`distribute_tensor(..., src_data_rank=None)`); parameters of another
+pipeline stage are empty shells on a rank and are skipped, their tensors never read. Export
 gathers every parameter (`full_tensor()` within its stage, then to rank 0 across stages)
 and rank 0 writes `config.json` + `model.safetensors` in Hugging Face names.
 """
 from __future__ import annotations
 
+import collections.abc
 import json
 import logging
 import os
@@ -99,34 +101,122 @@ CONVERSIONS: dict[str, Conversion] = {
 # --------------------------------------------------------------------------------------
 
 
-def read_checkpoint(path: Union[str, os.PathLike]) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(config.json as a dict, every tensor of model.safetensors on CPU) of a checkpoint folder."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+# The weight files a Hugging Face folder may hold, in the order they are looked for.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
+
+def read_checkpoint(path: Union[str, os.PathLike]) -> tuple[dict, "CheckpointWeights"]:
+    """(config.json as a dict, the folder's weights) of a Hugging Face checkpoint folder.
+
+    The weights are one `model.safetensors`, shards listed in `model.safetensors.index.json`,
+    or the same as `pytorch_model.bin` (read with `torch.load(weights_only=True)`, which runs
+    no pickled code). They are read lazily, tensor by tensor (see `CheckpointWeights`).
+    """
     folder = Path(path)
     if not folder.is_dir():
         raise HuggingFaceCheckpointError(
             f"Hugging Face checkpoint folder {str(folder)!r} does not exist: give the folder "
             f"that holds {CONFIG_NAME} and {WEIGHTS_NAME}"
         )
-    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-    for required in (config_path, weights_path):
-        if not required.is_file():
-            hint = ""
-            if required == weights_path and (folder / "pytorch_model.bin").is_file():
-                hint = " (it has pytorch_model.bin: convert it to safetensors first)"
-            raise HuggingFaceCheckpointError(f"{str(required)!r} is missing{hint}: a Hugging Face checkpoint "
-                                             f"folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    config_path = folder / CONFIG_NAME
+    if not config_path.is_file():
+        raise HuggingFaceCheckpointError(f"{str(config_path)!r} is missing: a Hugging Face checkpoint "
+                                         f"folder holds {CONFIG_NAME} and its weights ({WEIGHTS_NAME} or shards)")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise HuggingFaceCheckpointError(f"{str(config_path)!r} is not valid JSON ({err})") from None
+    return config, CheckpointWeights.open(folder)
+
+
+class CheckpointWeights(collections.abc.Mapping):
+    """The tensors of a Hugging Face checkpoint folder by name, read when asked for.
+
+    A safetensors tensor is read alone from its file (`safe_open`); a `.bin` file is
+    memory-mapped once (`torch.load(mmap=True, weights_only=True)`), so its pages are read
+    as tensors are used. A loader converting one parameter at a time therefore holds one
+    full tensor at a time, not the whole model.
+    """
+
+    def __init__(self, files: Mapping[str, Path], names: Optional[Mapping[str, str]] = None) -> None:
+        self._files = dict(files)  # name -> file holding it
+        self._names = dict(names) if names is not None else {n: n for n in self._files}  # name -> name in its file
+        self._open: dict[Path, Any] = {}
+
+    @classmethod
+    def open(cls, folder: Path) -> "CheckpointWeights":
+        """The weights of `folder` (see `read_checkpoint`)."""
+        found = next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None)
+        if found is None:
+            raise HuggingFaceCheckpointError(
+                f"{str(folder)!r} holds no weights: a Hugging Face checkpoint folder has one of {', '.join(WEIGHT_FILES)}"
+            )
+        if found.name.endswith(".index.json"):
+            return cls(_index_files(found))
+        return cls({name: found for name in _tensor_names(found)})
+
+    def renamed(self, rename: Callable[[str], str]) -> "CheckpointWeights":
+        """The same tensors under the names `rename(name)` (nothing is read)."""
+        return CheckpointWeights(
+            {rename(n): f for n, f in self._files.items()}, {rename(n): self._names[n] for n in self._files}
+        )
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        path = self._files[name]
+        handle = self._open.get(path)
+        if handle is None:
+            handle = self._open[path] = _open_weight_file(path)
+        if isinstance(handle, dict):
+            return handle[self._names[name]]
+        return handle.get_tensor(self._names[name])
+
+    def __iter__(self):
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._files
+
+
+def _index_files(index_path: Path) -> dict[str, Path]:
+    """name -> shard file of a `*.index.json` (every shard must be there)."""
     try:
-        state = load_file(str(weights_path))
+        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise HuggingFaceCheckpointError(f"{str(index_path)!r} is not a shard index with a weight_map ({err})") from None
+    files = {name: index_path.parent / shard for name, shard in weight_map.items()}
+    missing = sorted({str(f) for f in files.values() if not f.is_file()})
+    if missing:
+        raise HuggingFaceCheckpointError(
+            f"{len(missing)} shard(s) listed in {index_path.name} are missing, e.g. {missing[0]!r}: download every shard"
+        )
+    return files
+
+
+def _tensor_names(path: Path) -> list[str]:
+    """The tensor names of one weight file (reading only its header, or mapping a .bin)."""
+    handle = _open_weight_file(path)
+    return list(handle.keys())
+
+
+def _open_weight_file(path: Path) -> Any:
+    """A safetensors reader, or the memory-mapped dict of a .bin file."""
+    from safetensors import SafetensorError, safe_open
+
+    if path.suffix == ".bin":
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except Exception as err:  # noqa: BLE001 - any unpickling failure is one message
+            raise HuggingFaceCheckpointError(
+                f"{str(path)!r} cannot be read as PyTorch weights with weights_only=True ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}): convert it to safetensors"
+            ) from None
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
     except (SafetensorError, OSError) as err:
-        raise HuggingFaceCheckpointError(f"{str(weights_path)!r} cannot be read as safetensors ({err})") from None
-    return config, state
+        raise HuggingFaceCheckpointError(f"{str(path)!r} cannot be read as safetensors ({err})") from None
 
 
 def write_checkpoint(out_dir: Union[str, os.PathLike], config: dict, state: Mapping[str, torch.Tensor]) -> None:
@@ -340,12 +430,12 @@ class ModelLoaderHuggerFace:
                     f"build the model from the checkpoint's config (pass the class, not an instance)"
                 )
 
-    def _strip_hf_prefix(self, hf_state: dict) -> dict:
+    def _strip_hf_prefix(self, hf_state: "CheckpointWeights") -> "CheckpointWeights":
         """Names of a Hugging Face "with head" checkpoint ("bert.x") made relative to its base."""
         prefix = self.hf_base_prefix
-        return {name[len(prefix):] if name.startswith(prefix) else name: t for name, t in hf_state.items()}
+        return hf_state.renamed(lambda name: name[len(prefix):] if name.startswith(prefix) else name)
 
-    def load_state(self, model: nn.Module, prefix: str, cfg: Mapping, hf_state: dict) -> None:
+    def load_state(self, model: nn.Module, prefix: str, cfg: Mapping, hf_state: Mapping[str, torch.Tensor]) -> None:
         """Convert `hf_state` (base names without Hugging Face's prefix) and load it into `model`."""
         params = dict(model.named_parameters())
         used: set[str] = set()
@@ -362,12 +452,14 @@ class ModelLoaderHuggerFace:
                 else:
                     logger.warning("%s is not in the checkpoint: %s keeps its initialisation", entry.hf[0], name)
                 continue
+            if not dist.holds(params[name]):
+                continue  # another pipeline stage's parameter: its tensors are not read
             tensors = [hf_state[key] for key in entry.hf]
             full = CONVERSIONS[entry.kind][0](tensors, cfg["num_attention_heads"])
             assign_full_tensor(params[name], full, name)
         self._check_keys(hf_state, used, missing)
 
-    def _check_keys(self, hf_state: dict, used: set, missing: list) -> None:
+    def _check_keys(self, hf_state: Mapping, used: set, missing: list) -> None:
         if missing:
             raise HuggingFaceCheckpointError(
                 f"the checkpoint lacks {len(missing)} weight(s) the model needs, e.g. {missing[0]!r}: "
