@@ -15,7 +15,7 @@ def _losses(output_dir: str) -> dict:
     return {m["iteration"]: {k: v for k, v in m.items() if "loss" in k} for m in read_metrics(output_dir)}
 
 
-@pytest.mark.parametrize("name", ["gpt", "bert", "vit", "t5", "igpt", "igpt_conv"])
+@pytest.mark.parametrize("name", ["gpt", "bert", "vit", "t5", "igpt", "igpt_conv", "llama"])
 def test_model_trains_the_same_under_dp2_tp2_pp2(name, tmp_path):
     config = os.path.join(REPO, f"tests/configs/zoo/{name}.py")
     one = str(tmp_path / "one")

@@ -334,7 +334,7 @@ class GroupedQueryAttention(nn.Module):
         query = self._heads(self.q_proj(hidden_states), self.local_heads)
         key = self._heads(self.k_proj(hidden_states), self.local_kv_heads)
         value = self._heads(self.v_proj(hidden_states), self.local_kv_heads)
-        query, key = self.rotary(query, key, to_local(position_ids))
+        query, key = self.rotary(query, key, to_local(position_ids).to(query.device))
         if past_key_value is not None:
             key, value = past_key_value.update(self.layer_idx, key, value)
         mask = keep_mask(to_local(attention_mask), length, key.shape[2], True, query.device)

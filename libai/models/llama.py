@@ -170,10 +170,13 @@ class LlamaModel(nn.Module):
         if position_ids is None:
             # Read before any layer runs: each layer appends its new positions to the cache.
             past = past_key_values.get_seq_length() if past_key_values is not None else 0
-            # From input_ids, which every pipeline stage has (a later stage's hidden_states
-            # may be a stand-in on the meta device until its first layer).
+            # On input_ids' device, except on a later pipeline stage, where input_ids (placed
+            # on the first stage) is a meta stand-in: there on the CPU, and each attention
+            # layer moves them to its own device.
+            device = to_local(input_ids).device
             batch, length = input_ids.shape[:2]
-            position_ids = torch.arange(past, past + length, device=to_local(input_ids).device).expand(batch, length)
+            device = torch.device("cpu") if device.type == "meta" else device
+            position_ids = torch.arange(past, past + length, device=device).expand(batch, length)
         mask = _keep_mask(attention_mask)
         for layer in self.layers:
             hidden_states = layer(hidden_states, mask, position_ids, past_key_values)
