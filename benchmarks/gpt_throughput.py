@@ -1,5 +1,10 @@
 #!/usr/bin/env python
-"""GPT training tokens/s: LiBai's DefaultTrainer vs a hand-written nanoGPT-style loop, plus MFU.
+"""GPT (or Llama) training tokens/s: LiBai's DefaultTrainer vs a hand-written loop, plus MFU.
+
+`--model llama` compares `LlamaForCausalLM` (configs/common/models/llama.py at the shapes
+below, `--kv-heads` key/value heads) with `PlainLlama`, an independent Llama written below
+(nn.Embedding, separate bias-free q/k/v/o with rotary positions and grouped-query SDPA,
+nn.RMSNorm, SwiGLU, an untied LM head); everything else is as for GPT.
 
 What is compared, per mode ("eager", and "compiled" = `graph.enabled=True`, which wraps the
 model in `GraphBase`, i.e. `torch.compile(model)`; the plain loop calls `torch.compile`):
@@ -42,7 +47,7 @@ counted without the causal saving), as in the PaLM paper and nanoGPT's `estimate
 peak is measured here: the best of several float32 `torch.mm` of two n x n matrices on the
 same device and thread count, 2 * n^3 FLOPs each.
 
-    python benchmarks/gpt_throughput.py [--layers 4 --hidden 256 --seq 128 --batch 8
+    python benchmarks/gpt_throughput.py [--model gpt|llama --layers 4 --hidden 256 --seq 128 --batch 8
         --vocab 8192 --steps 6 --rounds 5 --warmup 3 --modes eager,compiled --device cpu]
 
 Threads: `--threads` (default: OMP_NUM_THREADS, else 1, as benchmarks/trainer_overhead.py).
@@ -88,10 +93,13 @@ class Shape:
     seq: int
     vocab: int
     batch: int
+    model: str = "gpt"  # or "llama"
+    kv_heads: int = 0  # llama: key/value heads (grouped-query attention)
 
     @property
     def ffn(self) -> int:
-        return 4 * self.hidden
+        # Llama's SwiGLU width: 8/3 x hidden, rounded up to a multiple of 64.
+        return 4 * self.hidden if self.model == "gpt" else 64 * math.ceil(8 * self.hidden / 3 / 64)
 
     @property
     def tokens_per_step(self) -> int:
@@ -165,6 +173,76 @@ class PlainGPT(nn.Module):
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
+class PlainLlamaAttention(nn.Module):
+    """Separate q/k/v projections, rotary positions (rotate-half pairs), grouped-query
+    causal SDPA, output projection; no biases."""
+
+    def __init__(self, hidden: int, heads: int, kv_heads: int, seq: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head = heads, kv_heads, hidden // heads
+        self.q = nn.Linear(hidden, hidden, bias=False)
+        self.k = nn.Linear(hidden, kv_heads * self.head, bias=False)
+        self.v = nn.Linear(hidden, kv_heads * self.head, bias=False)
+        self.o = nn.Linear(hidden, hidden, bias=False)
+        inv_freq = 1.0 / theta ** (torch.arange(0, self.head, 2).float() / self.head)
+        angles = torch.outer(torch.arange(seq).float(), inv_freq)
+        angles = torch.cat((angles, angles), dim=-1)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def rotate(self, x: torch.Tensor) -> torch.Tensor:
+        first, second = x.chunk(2, dim=-1)
+        return x * self.cos + torch.cat((-second, first), dim=-1) * self.sin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, h = x.shape
+        q = self.q(x).view(b, s, self.heads, self.head).transpose(1, 2)
+        k = self.k(x).view(b, s, self.kv_heads, self.head).transpose(1, 2)
+        v = self.v(x).view(b, s, self.kv_heads, self.head).transpose(1, 2)
+        y = F.scaled_dot_product_attention(self.rotate(q), self.rotate(k), v, is_causal=True, enable_gqa=True)
+        return self.o(y.transpose(1, 2).reshape(b, s, h))
+
+
+class PlainLlamaBlock(nn.Module):
+    """x + attn(rmsnorm(x)), then x + down(silu(gate(rmsnorm(x))) * up(rmsnorm(x)))."""
+
+    def __init__(self, shape: Shape) -> None:
+        super().__init__()
+        self.norm_attn = nn.RMSNorm(shape.hidden, eps=1e-5)
+        self.attn = PlainLlamaAttention(shape.hidden, shape.heads, shape.kv_heads, shape.seq)
+        self.norm_mlp = nn.RMSNorm(shape.hidden, eps=1e-5)
+        self.gate = nn.Linear(shape.hidden, shape.ffn, bias=False)
+        self.up = nn.Linear(shape.hidden, shape.ffn, bias=False)
+        self.down = nn.Linear(shape.ffn, shape.hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm_attn(x))
+        y = self.norm_mlp(x)
+        return x + self.down(F.silu(self.gate(y)) * self.up(y))
+
+
+class PlainLlama(nn.Module):
+    """Token embeddings, Llama blocks, final RMSNorm, an untied LM head;
+    `forward(idx, targets)` returns the mean cross entropy."""
+
+    def __init__(self, shape: Shape) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(shape.vocab, shape.hidden)
+        self.blocks = nn.ModuleList(PlainLlamaBlock(shape) for _ in range(shape.layers))
+        self.norm = nn.RMSNorm(shape.hidden, eps=1e-5)
+        self.head = nn.Linear(shape.hidden, shape.vocab, bias=False)
+        for param in self.parameters():
+            if param.dim() >= 2:
+                nn.init.normal_(param, std=0.02)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        x = self.tokens(idx)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.norm(x))
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
 def plain_optimizer(model: nn.Module, optim_cfg: DictConfig) -> torch.optim.AdamW:
     """AdamW with the trainer's hyperparameters; matrices decay, biases and norms do not."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -225,7 +303,7 @@ def build_plain(shape: Shape, trainer: DefaultTrainer, compiled: bool) -> tuple[
     """The plain side with the trainer's hyperparameters and tokens; returns it and its
     parameter count."""
     device = dist.get_device()
-    model = PlainGPT(shape).to(device)
+    model = (PlainGPT if shape.model == "gpt" else PlainLlama)(shape).to(device)
     cfg = trainer.cfg
     dataset = trainer.train_loader.dataset
     tokens = getattr(dataset, "tokens", None)
@@ -252,23 +330,20 @@ def build_plain(shape: Shape, trainer: DefaultTrainer, compiled: bool) -> tuple[
 
 
 def build_config(shape: Shape, output_dir: str, total_iters: int, compiled: bool, device: str) -> DictConfig:
-    """LiBai's train / optim / graph defaults, its GPT config at `shape`, synthetic tokens."""
+    """LiBai's train / optim / graph defaults, its GPT (or Llama) config at `shape`, synthetic tokens."""
     cfg = OmegaConf.create()
     cfg.train = get_config("common/train.py").train
     cfg.optim = get_config("common/optim.py").optim
     cfg.graph = get_config("common/models/graph.py").graph
-    cfg.model = get_config("common/models/gpt.py").pretrain_model
-    cfg.model.cfg.update(
-        hidden_layers=shape.layers,
-        vocab_size=shape.vocab,
-        hidden_size=shape.hidden,
-        ffn_hidden_size=shape.ffn,
-        num_attention_heads=shape.heads,
-        max_seq_length=shape.seq,
-        embedding_dropout_prob=0.0,
-        attention_dropout_prob=0.0,
-        output_dropout_prob=0.0,
-    )
+    sizes = dict(hidden_layers=shape.layers, vocab_size=shape.vocab, hidden_size=shape.hidden,
+                 ffn_hidden_size=shape.ffn, num_attention_heads=shape.heads)
+    if shape.model == "gpt":
+        cfg.model = get_config("common/models/gpt.py").pretrain_model
+        cfg.model.cfg.update(sizes, max_seq_length=shape.seq, embedding_dropout_prob=0.0,
+                             attention_dropout_prob=0.0, output_dropout_prob=0.0)
+    else:
+        cfg.model = get_config("common/models/llama.py").model
+        cfg.model.cfg.update(sizes, num_key_value_heads=shape.kv_heads, max_position_embeddings=shape.seq)
     cfg.dataloader = OmegaConf.create()
     cfg.dataloader.train = LazyCall(build_nlp_train_loader)(
         dataset=[LazyCall(SyntheticTokens)(size=DATASET_SIZE, seq_length=shape.seq, vocab_size=shape.vocab)],
@@ -407,7 +482,7 @@ def measure_mode(shape: Shape, args: argparse.Namespace, mode: str, output_dir: 
     plain, plain_params = build_plain(shape, trainer, compiled)
     libai_params = sum(p.numel() for p in trainer.model.parameters())
     if libai_params != plain_params:
-        raise SystemExit(f"the models differ: LiBai has {libai_params} parameters, the plain GPT {plain_params}")
+        raise SystemExit(f"the models differ: LiBai has {libai_params} parameters, the plain {shape.model} {plain_params}")
     device = dist.get_device()
     result = ModeResult(mode, libai_params, shape.tokens_per_step * args.steps)
     with EventStorage(0) as trainer.storage:
@@ -436,12 +511,15 @@ def report(shape: Shape, args: argparse.Namespace, results: list[ModeResult], pe
     """Print tokens/s, ratio, PASS/FAIL and MFU per mode (wall clock), then the same ratios
     per CPU second and each round's ratios."""
     params = results[0].params
-    # Matmul parameters: all but the position embeddings (see the module docstring).
-    matmul_params = params - shape.seq * shape.hidden
+    # Matmul parameters: all but the position embeddings (GPT; its tied token embeddings
+    # count once, as the LM head's matmul) or but the token embeddings (Llama, whose LM
+    # head is its own matrix); see the module docstring.
+    matmul_params = params - (shape.seq if shape.model == "gpt" else shape.vocab) * shape.hidden
     fpt = flops_per_token(shape, matmul_params)
+    heads = f"{shape.heads} heads" + (f" ({shape.kv_heads} key/value)" if shape.model == "llama" else "")
     print()
     print(
-        f"GPT: {shape.layers} layers, hidden {shape.hidden}, {shape.heads} heads, ffn {shape.ffn}, "
+        f"{shape.model.upper()}: {shape.layers} layers, hidden {shape.hidden}, {heads}, ffn {shape.ffn}, "
         f"seq {shape.seq}, vocab {shape.vocab}, micro batch {shape.batch} ({shape.tokens_per_step} tokens/step), "
         f"{params / 1e6:.3f}M parameters in both models"
     )
@@ -479,6 +557,8 @@ def report(shape: Shape, args: argparse.Namespace, results: list[ModeResult], pe
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="gpt", choices=["gpt", "llama"], help="the model on both sides")
+    parser.add_argument("--kv-heads", type=int, default=2, help="llama: key/value heads")
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--heads", type=int, default=4)
@@ -503,7 +583,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    shape = Shape(args.layers, args.hidden, args.heads, args.seq, args.vocab, args.batch)
+    shape = Shape(args.layers, args.hidden, args.heads, args.seq, args.vocab, args.batch, args.model, args.kv_heads)
     device = torch.device(dist.resolve_device_type(args.device))
     args.peak_n = args.peak_n or (8192 if device.type == "cuda" else 2048)
     # The machine's best: measured before and after the runs, as other jobs may share it.
