@@ -9,6 +9,9 @@ import pytest
 from tests.helpers.runs import REPO, read_metrics, train_sh
 
 PARALLEL = ["train.dist.tensor_parallel_size=2", "train.dist.pipeline_parallel_size=2"]
+# Llama's 8-process run also shards parameters (ZeRO-3) and recomputes its layers.
+EXTRA = {"llama": ["train.zero_optimization.enabled=True", "train.zero_optimization.stage=3",
+                   "train.activation_checkpoint.enabled=True"]}
 
 
 def _losses(output_dir: str) -> dict:
@@ -22,7 +25,7 @@ def test_model_trains_the_same_under_dp2_tp2_pp2(name, tmp_path):
     one = str(tmp_path / "one")
     eight = str(tmp_path / "eight")
     train_sh(1, one, config=config)
-    train_sh(8, eight, *PARALLEL, config=config)
+    train_sh(8, eight, *PARALLEL, *EXTRA.get(name, []), config=config)
     reference, parallel = _losses(one), _losses(eight)
     assert sorted(reference) == sorted(parallel) == list(range(10))
     for it in range(10):
@@ -30,3 +33,14 @@ def test_model_trains_the_same_under_dp2_tp2_pp2(name, tmp_path):
             tolerance = 1e-5 if it == 0 else 1e-4
             assert parallel[it][key] == pytest.approx(value, rel=tolerance), (name, it, key)
     assert reference[9]["total_loss"] < reference[0]["total_loss"]  # it learns
+
+
+def test_llama_in_bf16_follows_fp32_within_its_precision(tmp_path):
+    config = os.path.join(REPO, "tests/configs/zoo/llama.py")
+    fp32, bf16 = str(tmp_path / "fp32"), str(tmp_path / "bf16")
+    train_sh(1, fp32, config=config)
+    train_sh(1, bf16, "train.amp.enabled=True", "train.amp.dtype=bfloat16", config=config)
+    reference, amp = _losses(fp32), _losses(bf16)
+    assert sorted(amp) == list(range(10))
+    for it in range(10):
+        assert amp[it]["total_loss"] == pytest.approx(reference[it]["total_loss"], rel=2e-2), it

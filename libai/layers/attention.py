@@ -13,7 +13,7 @@ from libai.utils.logger import log_ignored_arguments
 
 from .kv_cache import KVCache
 from .linear import Linear
-from .rotary import RotaryEmbedding
+from .rotary import RotaryEmbedding, apply_rotary
 from .utils import InitMethod, check_divisible, mesh_size, to_local, tp_mesh
 
 KeyValue = tuple[torch.Tensor, torch.Tensor]
@@ -317,6 +317,7 @@ class GroupedQueryAttention(nn.Module):
         attention_mask: Optional[torch.Tensor] = None,
         position_ids: Optional[torch.Tensor] = None,
         past_key_value: Optional[KVCache] = None,
+        position_embeddings: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
     ) -> torch.Tensor:
         """Attend causally over `hidden_states` [b, s, hidden] (and the cached past).
 
@@ -325,16 +326,21 @@ class GroupedQueryAttention(nn.Module):
         `KVCache`, updated in place; `position_ids` [b, s] default to past + 0..s-1, where
         past is read from the cache, so a model whose layers share one cache must compute
         them once before its first layer (the later layers would see this step's keys too).
+        `position_embeddings`: the (cos, sin) of those positions from
+        `RotaryEmbedding.cos_sin`, which a model computes once for all its layers; when
+        given, `position_ids` is not read.
         """
         hidden_states = to_local(hidden_states)
         batch, length = hidden_states.shape[:2]
-        past = past_key_value.get_seq_length() if past_key_value is not None else 0
-        if position_ids is None:
-            position_ids = torch.arange(past, past + length, device=hidden_states.device).expand(batch, length)
         query = self._heads(self.q_proj(hidden_states), self.local_heads)
         key = self._heads(self.k_proj(hidden_states), self.local_kv_heads)
         value = self._heads(self.v_proj(hidden_states), self.local_kv_heads)
-        query, key = self.rotary(query, key, to_local(position_ids).to(query.device))
+        if position_embeddings is None:
+            if position_ids is None:
+                past = past_key_value.get_seq_length() if past_key_value is not None else 0
+                position_ids = torch.arange(past, past + length, device=hidden_states.device).expand(batch, length)
+            position_embeddings = self.rotary.cos_sin(to_local(position_ids).to(query.device), query.dtype)
+        query, key = apply_rotary(query, key, *position_embeddings)
         if past_key_value is not None:
             key, value = past_key_value.update(self.layer_idx, key, value)
         mask = keep_mask(to_local(attention_mask), length, key.shape[2], True, query.device)

@@ -93,6 +93,9 @@ class VocabEmbedding(nn.Module):
         padding_idx: row that starts at zero and receives no gradient (as in torch).
         init_method: initialiser of the full weight.
         amp_enabled: accepted for LiBai compatibility; autocast decides the compute dtype.
+        tied_to_lm_head: an LM head on the last pipeline stage reads this weight (LiBai's
+            GPT, BERT, T5), so that stage keeps a replica; False for a model with its own
+            head (Llama), whose last stage then holds nothing of it.
         layer_idx: index of the layer that owns it, which picks its pipeline stage.
     """
 
@@ -104,6 +107,7 @@ class VocabEmbedding(nn.Module):
         init_method: InitMethod = nn.init.normal_,
         amp_enabled: bool = False,
         *,
+        tied_to_lm_head: bool = True,
         layer_idx: int = 0,
     ) -> None:
         super().__init__()
@@ -115,9 +119,9 @@ class VocabEmbedding(nn.Module):
             log_ignored_arguments(type(self).__name__, "torch.autocast decides the compute dtype", amp_enabled=True)
         self.layer_idx = layer_idx
 
-        # The word embeddings are read again by the LM head on the last pipeline stage,
+        # Tied word embeddings are read again by the LM head on the last pipeline stage,
         # which therefore holds its own replica (see distributed.get_shared_tp_mesh).
-        mesh = dist.get_shared_tp_mesh(layer_idx)
+        mesh = dist.get_shared_tp_mesh(layer_idx) if tied_to_lm_head else dist.get_layer_tp_mesh(layer_idx)
         self.tp_size = mesh_size(mesh)
         check_divisible(num_embeddings, self.tp_size, "VocabEmbedding num_embeddings (vocabulary size)")
         rows = num_embeddings // self.tp_size
@@ -131,7 +135,7 @@ class VocabEmbedding(nn.Module):
         self.weight = make_parameter(full, mesh, Shard(0))
         # Read by libai.engine.pipeline: this weight is trained on its own stage and on
         # the last one (flags live on the module: `module.to()` may replace parameters).
-        self.shared_with_last_stage = dist.get_pipeline_parallel_size() > 1
+        self.shared_with_last_stage = tied_to_lm_head and dist.get_pipeline_parallel_size() > 1
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Full embeddings of `input_ids`, replicated over tensor-parallel ranks."""
@@ -171,6 +175,7 @@ class TokenPositionEmbedding(nn.Module):
         token_table: the token table's attribute (and checkpoint) name.
         max_positions_key: the config key that sets `max_positions`, named in the error
             for a too-long input.
+        tied_to_lm_head: see `VocabEmbedding` (False for a model with its own output head).
     """
 
     def __init__(
@@ -184,6 +189,7 @@ class TokenPositionEmbedding(nn.Module):
         *,
         token_table: str = "word_embeddings",
         max_positions_key: str = "max_positions",
+        tied_to_lm_head: bool = True,
     ) -> None:
         super().__init__()
         if token_table in ("position_embeddings", "dropout"):
@@ -192,7 +198,9 @@ class TokenPositionEmbedding(nn.Module):
         self.max_positions_key = max_positions_key
         self.token_table = token_table
         # The token table is made first: the order of the RNG draws is LiBai's.
-        tokens = VocabEmbedding(vocab_size, hidden_size, init_method=init_method, amp_enabled=amp_enabled, layer_idx=0)
+        tokens = VocabEmbedding(
+            vocab_size, hidden_size, init_method=init_method, amp_enabled=amp_enabled, tied_to_lm_head=tied_to_lm_head, layer_idx=0
+        )
         self.add_module(token_table, tokens)
         self.position_embeddings = Embedding(
             max_positions, hidden_size, init_method=init_method, amp_enabled=amp_enabled, layer_idx=0

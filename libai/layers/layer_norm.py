@@ -86,9 +86,8 @@ class RMSLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise the trailing `normalized_shape` dims of `x`."""
         x = to_local(x)
-        dims = tuple(range(-len(self.normalized_shape), 0))
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(dims, keepdim=True) + self.eps)
+        # torch's fused kernel, on float32: x / sqrt(mean(x^2) + eps).
+        normed = F.rms_norm(x.float(), self.normalized_shape, eps=self.eps)
         return (to_local(self.weight) * normed.to(x.dtype)).to(x.dtype)
 
     def extra_repr(self) -> str:

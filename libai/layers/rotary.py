@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-__all__ = ["RotaryEmbedding", "ROPE_SCALINGS", "rope_inverse_frequencies", "rotate_half"]
+__all__ = ["RotaryEmbedding", "ROPE_SCALINGS", "apply_rotary", "rope_inverse_frequencies", "rotate_half"]
 
 # rope_scaling "rope_type" (or the older "type") values that are computed here.
 ROPE_SCALINGS = ("default", "linear", "llama3")
@@ -89,8 +89,16 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`query` [b, hq, s, d] and `key` [b, hk, s, d] rotated to `position_ids` [b, s]."""
-        cos, sin = self.cos_sin(position_ids, query.dtype)
-        return query * cos + rotate_half(query) * sin, key * cos + rotate_half(key) * sin
+        return apply_rotary(query, key, *self.cos_sin(position_ids, query.dtype))
+
+
+def apply_rotary(
+    query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`query` and `key` [b, heads, s, d] rotated by the angles whose `cos` and `sin`
+    [b, 1, s, d] `RotaryEmbedding.cos_sin` gave (a model computes them once for all layers)."""
+    cos, sin = cos.to(device=query.device, dtype=query.dtype), sin.to(device=query.device, dtype=query.dtype)
+    return query * cos + rotate_half(query) * sin, key * cos + rotate_half(key) * sin
 
     def extra_repr(self) -> str:
         return f"head_size={self.head_size}, rope_theta={self.rope_theta}, rope_scaling={self.rope_scaling}"

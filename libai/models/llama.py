@@ -24,6 +24,7 @@ from libai.layers import (
     LMLogits,
     ParallelCrossEntropyLoss,
     RMSLayerNorm,
+    RotaryEmbedding,
     SwiGLU,
     VocabEmbedding,
 )
@@ -58,17 +59,21 @@ class LlamaDecoderLayer(nn.Module):
         self,
         hidden_states: torch.Tensor,
         attention_mask: Optional[torch.Tensor] = None,
-        position_ids: Optional[torch.Tensor] = None,
+        position_embeddings: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
         past_key_value: Optional[KVCache] = None,
     ) -> torch.Tensor:
         """Run the layer (see `GroupedQueryAttention.forward` for the arguments)."""
+        args = (hidden_states, attention_mask, position_embeddings, past_key_value)
         if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(self._forward, hidden_states, attention_mask, position_ids, past_key_value, use_reentrant=False)
-        return self._forward(hidden_states, attention_mask, position_ids, past_key_value)
+            return checkpoint(self._forward, *args, use_reentrant=False)
+        return self._forward(*args)
 
-    def _forward(self, hidden_states, attention_mask, position_ids, past_key_value) -> torch.Tensor:
+    def _forward(self, hidden_states, attention_mask, position_embeddings, past_key_value) -> torch.Tensor:
         hidden_states = to_local(hidden_states)
-        attended = self.self_attn(self.input_layernorm(hidden_states), attention_mask, position_ids, past_key_value)
+        attended = self.self_attn(
+            self.input_layernorm(hidden_states), attention_mask, past_key_value=past_key_value,
+            position_embeddings=position_embeddings,
+        )
         hidden_states = hidden_states + attended
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
 
@@ -89,6 +94,7 @@ class LlamaModel(nn.Module):
         rope_theta, rope_scaling: rotary embeddings (Hugging Face's meaning).
         attention_bias, mlp_bias: biases on the attention and MLP projections.
         initializer_range: std of the normal initialisation.
+        tie_word_embeddings: the LM head of `LlamaForCausalLM` reads the token embeddings.
     """
 
     @configurable
@@ -108,6 +114,7 @@ class LlamaModel(nn.Module):
         attention_bias: bool = False,
         mlp_bias: bool = False,
         initializer_range: float = 0.02,
+        tie_word_embeddings: bool = False,
     ) -> None:
         super().__init__()
         kv_heads = num_key_value_heads or num_attention_heads
@@ -127,9 +134,12 @@ class LlamaModel(nn.Module):
             attention_bias=attention_bias,
             mlp_bias=mlp_bias,
             initializer_range=initializer_range,
+            tie_word_embeddings=tie_word_embeddings,
         )
         init_method = init_method_normal(initializer_range)
-        self.embed_tokens = VocabEmbedding(vocab_size, hidden_size, init_method=init_method, layer_idx=0)
+        self.embed_tokens = VocabEmbedding(
+            vocab_size, hidden_size, init_method=init_method, tied_to_lm_head=tie_word_embeddings, layer_idx=0
+        )
         make_attention = partial(
             GroupedQueryAttention,
             hidden_size,
@@ -146,6 +156,8 @@ class LlamaModel(nn.Module):
             LlamaDecoderLayer(make_attention, make_mlp, hidden_size, rms_norm_eps, layer_idx=i) for i in range(hidden_layers)
         )
         self.norm = RMSLayerNorm(hidden_size, eps=rms_norm_eps, layer_idx=-1)
+        # The rotation angles, computed once per forward for every layer (no parameters).
+        self.rotary_emb = RotaryEmbedding(self.cfg["head_dim"], rope_theta, self.cfg["rope_scaling"])
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -178,8 +190,10 @@ class LlamaModel(nn.Module):
             device = torch.device("cpu") if device.type == "meta" else device
             position_ids = torch.arange(past, past + length, device=device).expand(batch, length)
         mask = _keep_mask(attention_mask)
+        # float32 cos and sin; each attention casts them to its dtype and device.
+        position_embeddings = self.rotary_emb.cos_sin(to_local(position_ids), torch.float32)
         for layer in self.layers:
-            hidden_states = layer(hidden_states, mask, position_ids, past_key_values)
+            hidden_states = layer(hidden_states, mask, position_embeddings, past_key_values)
         return self.norm(hidden_states)
 
 
@@ -208,15 +222,14 @@ class LlamaForCausalLM(nn.Module, GenerationMixin):
     vocabulary on every rank, plus `"past_key_values"` with `use_cache`.
 
     Args:
-        cfg: LlamaModel's arguments, plus `tie_word_embeddings` (the LM head reads the token
+        cfg: LlamaModel's arguments (`tie_word_embeddings`: the LM head reads the token
             embeddings; default False, as Llama).
     """
 
     def __init__(self, cfg) -> None:
         super().__init__()
         self.model = LlamaModel(cfg)
-        self.tie_word_embeddings = bool(cfg.get("tie_word_embeddings", False))
-        self.model.cfg["tie_word_embeddings"] = self.tie_word_embeddings
+        self.tie_word_embeddings = self.model.cfg["tie_word_embeddings"]
         vocab_size, hidden_size = self.model.cfg["vocab_size"], self.model.cfg["hidden_size"]
         if self.tie_word_embeddings:
             self.lm_head = LMLogits(vocab_size, bias=False)

@@ -67,7 +67,7 @@ ZERO_STAGES = (1, 2, 3)
 # Module classes that get their own FSDP group by default (their parameters are gathered
 # one layer at a time). Matched by class name anywhere in the MRO, so projects' own
 # TransformerLayer subclasses count and libai.layers need not be imported here.
-DEFAULT_WRAP_CLASS_NAMES = ("TransformerLayer",)
+DEFAULT_WRAP_CLASS_NAMES = ("TransformerLayer", "LlamaDecoderLayer")
 
 
 # --------------------------------------------------------------------------------------

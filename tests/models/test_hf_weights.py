@@ -290,6 +290,6 @@ def test_exporting_models_without_a_huggingface_form(tmp_path):
     with pytest.raises(HuggingFaceCheckpointError, match="apply_residual_post_layernorm=False") as err:
         export_to_huggingface(pre_ln, tmp_path)
     one_line(err)
-    with pytest.raises(HuggingFaceCheckpointError, match="contains no BertModel or GPTModel"):
+    with pytest.raises(HuggingFaceCheckpointError, match="contains no BertModel, GPTModel or LlamaModel"):
         export_to_huggingface(torch.nn.Linear(2, 2), tmp_path)
     assert not os.listdir(tmp_path)

@@ -72,7 +72,8 @@ class PixelTransformer(PixelBackbone):
         super().__init__()
         init_method = init_method_normal(initializer_range)
         self.embeddings = TokenPositionEmbedding(
-            _padded(vocab_size), hidden_size, max_positions, init_method=init_method, dropout_prob=dropout_prob
+            _padded(vocab_size), hidden_size, max_positions, init_method=init_method, dropout_prob=dropout_prob,
+            tied_to_lm_head=False,  # the task has its own pixel head
         )
         make_layer = partial(
             TransformerLayer,
@@ -154,7 +155,9 @@ class CausalConvNet(PixelBackbone):
         super().__init__()
         init_method = init_method_normal(initializer_range)
         output_init_method = scaled_init_method_normal(initializer_range, num_layers)
-        self.embeddings = TokenPositionEmbedding(_padded(vocab_size), hidden_size, max_positions, init_method=init_method)
+        self.embeddings = TokenPositionEmbedding(
+            _padded(vocab_size), hidden_size, max_positions, init_method=init_method, tied_to_lm_head=False
+        )
         self.layers = nn.ModuleList(
             CausalConvBlock(
                 hidden_size,
