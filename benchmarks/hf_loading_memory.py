@@ -1,15 +1,15 @@
 #!/usr/bin/env python
 """Memory of loading a sharded Hugging Face Llama under tensor parallelism: what each rank
-holds at its peak while `load_huggingface_llama` reads the checkpoint, against the size of
-the full model and of the rank's own slice.
+holds at its peak while the Llama loader reads the checkpoint, against the size of the
+full model and of the rank's own slice.
 
 A random `transformers.LlamaForCausalLM` (float32, `--hidden`, `--layers`, `--vocab`) is
 saved with `max_shard_size=--shard-mb`; then `--tp` gloo processes each build the LiBai
 model and load the folder. Every 2 ms a thread reads the process's anonymous resident
 memory (`RssAnon` in /proc/self/status: tensors, not the page cache of mapped files); the
-peak minus the value before loading is what loading cost. For contrast each rank then
-reads every shard whole (`safetensors.torch.load_file`, what the loaders did before they
-read tensor by tensor) and the same is measured.
+peak minus the value before is what a phase cost: building the model (random
+initialisation, then this rank's slices), and loading the checkpoint into it (each
+tensor read alone, its slice copied, the tensor dropped).
 
     python benchmarks/hf_loading_memory.py [--hidden 1024 --layers 8 --vocab 32000 --tp 2 --shard-mb 100]
 """
@@ -66,25 +66,21 @@ class PeakSampler:
 
 
 def _rank(folder: str, tp: int) -> dict:
-    from safetensors.torch import load_file
-
     from libai.models import LlamaForCausalLM
-    from libai.models.utils.model_loader import load_huggingface_llama
+    from libai.models.utils.model_loader import LlamaLoaderHuggerFace
+    from libai.models.utils.model_loader.base_loader import read_checkpoint
     from libai.utils import distributed as dist
 
     dist.setup_dist_util({"tensor_parallel_size": tp}, device="cpu")
-    with PeakSampler() as lazy:
-        model = load_huggingface_llama(folder, LlamaForCausalLM)
-    own = sum(p.to_local().numel() * p.element_size() if hasattr(p, "to_local") else p.numel() * p.element_size()
-              for p in model.parameters())
-    del model
-    shards = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors"))
-    with PeakSampler() as whole:
-        state = {}
-        for shard in shards:
-            state.update(load_file(os.path.join(folder, shard)))
-    del state
-    return {"lazy": lazy.cost, "whole": whole.cost, "own": own}
+    loader = LlamaLoaderHuggerFace(LlamaForCausalLM, None, folder)
+    cfg = loader.build_config(read_checkpoint(folder)[0])
+    with PeakSampler() as build:
+        model = LlamaForCausalLM(cfg)
+    loader.model = model
+    with PeakSampler() as load:
+        loader.load()
+    own = sum((p.to_local() if hasattr(p, "to_local") else p).numel() * p.element_size() for p in model.parameters())
+    return {"build": build.cost, "load": load.cost, "own": own}
 
 
 def main() -> None:
@@ -110,9 +106,9 @@ def main() -> None:
         results = run_on_ranks(_rank, args.tp, folder, args.tp, timeout=1800)
     print(f"Llama {full / MB:.0f} MB (float32, hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}) "
           f"in {shards} shards of <= {args.shard_mb} MB; tp={args.tp}, torch {torch.__version__}")
-    print(f"{'rank':>4} {'own slice MB':>13} {'load peak MB':>13} {'peak/full':>10} {'all shards whole MB':>20}")
+    print(f"{'rank':>4} {'own slice MB':>13} {'build peak MB':>14} {'load peak MB':>13} {'load peak/full':>15}")
     for rank, r in enumerate(results):
-        print(f"{rank:>4} {r['own'] / MB:13.0f} {r['lazy'] / MB:13.0f} {r['lazy'] / full:10.2f} {r['whole'] / MB:20.0f}")
+        print(f"{rank:>4} {r['own'] / MB:13.0f} {r['build'] / MB:14.0f} {r['load'] / MB:13.0f} {r['load'] / full:15.2f}")
 
 
 if __name__ == "__main__":
