@@ -44,6 +44,7 @@ def test_offline_run_holds_the_scalars_of_metrics_json_and_resumes(tmp_path):
     wandb_dir = os.path.join(out, "wandb")
     (first,) = offline_runs(wandb_dir)
     run = read_run(first)
+    assert run["finished"]  # the writer finished the run at the end of training
     assert _logged([first]) == _scalars(read_metrics(out))
     assert {3, 7, 11} <= set(_logged([first])) and "Acc@1" in _logged([first])[7]
     # The resolved config, as config.yaml holds it (train_iter given, samples derived).

@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import struct
+import time
 
 _BLOCK = 32 * 1024
 _HEADER = struct.Struct("<IHB")
@@ -34,16 +35,31 @@ def _payloads(path: str):
             pieces = []
 
 
-def offline_runs(wandb_dir: str) -> list:
-    """The `run-*.wandb` files of the offline runs under `wandb_dir`, oldest first."""
-    return sorted(glob.glob(os.path.join(wandb_dir, "offline-run-*", "run-*.wandb")))
+def offline_runs(wandb_dir: str, timeout: float = 60.0) -> list:
+    """The `run-*.wandb` files of the offline runs under `wandb_dir`, oldest first, once
+    each holds its exit record (W&B's own service process may finish writing a moment
+    after the training process has returned)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = sorted(glob.glob(os.path.join(wandb_dir, "offline-run-*", "run-*.wandb")))
+        if all(_finished(path) for path in runs) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.2)
+
+
+def _finished(path: str) -> bool:
+    try:
+        return read_run(path)["finished"]
+    except (AssertionError, OSError):  # not written yet
+        return False
 
 
 def read_run(path: str) -> dict:
-    """{"history": [{key: value, "_step": ...}, ...], "config": {...}, "run_id": str} of a run file."""
+    """{"history": [{key: value, "_step": ...}, ...], "config": {...}, "run_id": str,
+    "finished": whether the exit record is there} of a run file."""
     from wandb.proto import wandb_internal_pb2
 
-    history, config, run_id = [], {}, None
+    history, config, run_id, finished = [], {}, None, False
     for payload in _payloads(path):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(payload)
@@ -55,4 +71,6 @@ def read_run(path: str) -> dict:
             config.update({item.key: json.loads(item.value_json) for item in record.run.config.update})
         elif kind == "config":
             config.update({item.key: json.loads(item.value_json) for item in record.config.update})
-    return {"history": history, "config": config, "run_id": run_id}
+        elif kind == "exit":
+            finished = True
+    return {"history": history, "config": config, "run_id": run_id, "finished": finished}
