@@ -68,3 +68,13 @@ def test_layer_idx_without_pipeline_is_stage_zero():
     assert dist_utils.get_layer_stage_id(11) == 0
     assert dist_utils.get_layer_stage_id(-1) == 0
     assert dist_utils.get_layer_placement(7) is dist_utils.get_stage_placement(0)
+
+
+def test_build_once_per_machine_builds_on_local_rank_0_unless_ready(monkeypatch):
+    built = []
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    dist_utils.build_once_per_machine(lambda: False, lambda: built.append("rank 0"))
+    dist_utils.build_once_per_machine(lambda: True, lambda: built.append("again"))
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    dist_utils.build_once_per_machine(lambda: False, lambda: built.append("rank 1"))
+    assert built == ["rank 0"]

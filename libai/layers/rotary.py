@@ -91,6 +91,9 @@ class RotaryEmbedding(nn.Module):
         """`query` [b, hq, s, d] and `key` [b, hk, s, d] rotated to `position_ids` [b, s]."""
         return apply_rotary(query, key, *self.cos_sin(position_ids, query.dtype))
 
+    def extra_repr(self) -> str:
+        return f"head_size={self.head_size}, rope_theta={self.rope_theta}, rope_scaling={self.rope_scaling}"
+
 
 def apply_rotary(
     query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
@@ -99,6 +102,3 @@ def apply_rotary(
     [b, 1, s, d] `RotaryEmbedding.cos_sin` gave (a model computes them once for all layers)."""
     cos, sin = cos.to(device=query.device, dtype=query.dtype), sin.to(device=query.device, dtype=query.dtype)
     return query * cos + rotate_half(query) * sin, key * cos + rotate_half(key) * sin
-
-    def extra_repr(self) -> str:
-        return f"head_size={self.head_size}, rope_theta={self.rope_theta}, rope_scaling={self.rope_scaling}"

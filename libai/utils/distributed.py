@@ -16,7 +16,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -501,6 +501,14 @@ def synchronize() -> None:
     """Barrier across all processes; a no-op on one process."""
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+def build_once_per_machine(ready: Callable[[], bool], build: Callable[[], None]) -> None:
+    """Run `build()` on each machine's local rank 0 unless `ready()`, then have every rank
+    wait for it: data a run makes on first use (the processes of a machine share its disk)."""
+    if os.environ.get("LOCAL_RANK", "0") == "0" and not ready():
+        build()
+    synchronize()
 
 
 def new_cpu_group() -> Optional[dist.ProcessGroup]:

@@ -72,7 +72,8 @@ def default_clusters_file(root: Optional[str], image_size: int, num_clusters: in
 def load_or_fit_clusters(clusters_file: str, root: Optional[str], image_size: int, num_clusters: int) -> np.ndarray:
     """The centres saved in `clusters_file`, fitted on the training digits of `root` (None:
     the shipped ones) and saved there on first use (by one process per machine)."""
-    if os.environ.get("LOCAL_RANK", "0") == "0" and not os.path.exists(clusters_file):
+
+    def fit_and_save() -> None:
         train_pixels = shrink_images(MNISTDataset(root, train=True).images, image_size)
         centres = fit_pixel_clusters(train_pixels, num_clusters)
         os.makedirs(os.path.dirname(os.path.abspath(clusters_file)), exist_ok=True)
@@ -80,7 +81,8 @@ def load_or_fit_clusters(clusters_file: str, root: Optional[str], image_size: in
         np.save(tmp, centres)
         os.replace(tmp, clusters_file)
         logger.info("Fitted %d pixel clusters on the training digits: saved to %s", num_clusters, clusters_file)
-    dist.synchronize()
+
+    dist.build_once_per_machine(lambda: os.path.exists(clusters_file), fit_and_save)
     centres = np.load(clusters_file)
     if centres.shape != (num_clusters,):
         raise ValueError(

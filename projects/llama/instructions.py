@@ -45,11 +45,13 @@ def instruction_pairs(max_pairs: int = 4000, every: int = 7) -> list[dict]:
 
 def shakespeare_instructions(path: str = DEFAULT_PATH, max_pairs: int = 4000) -> str:
     """`path`, written with `instruction_pairs(max_pairs)` as JSON lines if it is missing."""
-    if os.environ.get("LOCAL_RANK", "0") == "0" and not os.path.exists(path):
+
+    def write() -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(pair) + "\n" for pair in instruction_pairs(max_pairs))
         os.replace(tmp, path)
-    dist.synchronize()
+
+    dist.build_once_per_machine(lambda: os.path.exists(path), write)
     return path

@@ -2,19 +2,14 @@
 
     bash tools/train.sh tools/train_net.py projects/llama/pretrain.py 2
 
-The same data and tokenizer as projects/shakespeare/gpt2_pretrain.py (the first run builds
-`data/shakespeare_text_document.bin/.idx`), with Llama's architecture from
+The data, tokenizer, schedule and evaluation of projects/shakespeare/gpt2_pretrain.py (the
+first run builds `data/shakespeare_text_document.bin/.idx`), with Llama's architecture from
 configs/common/models/llama.py shrunk to 4 layers of width 128 with grouped-query
 attention (4 query heads, 2 key/value heads). Validation perplexity every `eval_period`.
 """
 from libai.config import LazyCall, get_config
-from libai.evaluation import PPLEvaluator
 from libai.models import LlamaForCausalLM
-from projects.shakespeare.gpt2_pretrain import SEQ_LENGTH, dataloader, tokenization  # noqa: F401
-
-train = get_config("common/train.py").train
-optim = get_config("common/optim.py").optim
-graph = get_config("common/models/graph.py").graph
+from projects.shakespeare.gpt2_pretrain import SEQ_LENGTH, dataloader, graph, optim, tokenization, train  # noqa: F401
 
 cfg = dict(
     get_config("common/models/llama.py").cfg,
@@ -29,27 +24,4 @@ cfg = dict(
 )
 model = LazyCall(LlamaForCausalLM)(cfg=cfg)
 
-train.update(
-    dict(
-        output_dir="output/llama_shakespeare",
-        train_micro_batch_size=8,
-        test_micro_batch_size=16,
-        global_batch_size=16,
-        train_iter=500,
-        warmup_ratio=0.05,
-        log_period=10,
-        checkpointer=dict(period=250, max_to_keep=2),
-        dist=dict(pipeline_num_layers=4),
-        evaluation=dict(
-            enabled=True,
-            evaluator=LazyCall(PPLEvaluator)(),
-            eval_period=100,
-            eval_iter=20,
-            eval_metric="validation/PPL",
-            eval_mode="min",
-        ),
-    )
-)
-optim.lr = 1e-3
-optim.weight_decay = 0.1
-graph.enabled = False
+train.output_dir = "output/llama_shakespeare"

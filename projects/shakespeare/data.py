@@ -32,9 +32,9 @@ def shakespeare_indexed_dataset(
     """The tokenized corpus at `shakespeare_data_prefix(prefix, split_sentences)`, built
     from the shipped texts with the shipped vocabulary of `tokenizer_name` if missing."""
     data_prefix = shakespeare_data_prefix(prefix, split_sentences)
-    if os.environ.get("LOCAL_RANK", "0") == "0" and not MMapIndexedDataset.exists(data_prefix):
-        _build(prefix, tokenizer_name, split_sentences, append_eod)
-    dist.synchronize()
+    dist.build_once_per_machine(
+        lambda: MMapIndexedDataset.exists(data_prefix), lambda: _build(prefix, tokenizer_name, split_sentences, append_eod)
+    )
     return get_indexed_dataset(data_prefix, data_impl="mmap", skip_warmup=True)
 
 

@@ -138,10 +138,16 @@ class CheckpointWeights(collections.abc.Mapping):
     full tensor at a time, not the whole model.
     """
 
-    def __init__(self, files: Mapping[str, Path], names: Optional[Mapping[str, str]] = None) -> None:
+    def __init__(
+        self,
+        files: Mapping[str, Path],
+        names: Optional[Mapping[str, str]] = None,
+        handles: Optional[dict[Path, Any]] = None,
+    ) -> None:
         self._files = dict(files)  # name -> file holding it
         self._names = dict(names) if names is not None else {n: n for n in self._files}  # name -> name in its file
-        self._open: dict[Path, Any] = {}
+        # file -> its open reader, shared with `renamed` views so each file is opened once
+        self._open: dict[Path, Any] = handles if handles is not None else {}
 
     @classmethod
     def open(cls, folder: Path) -> "CheckpointWeights":
@@ -153,12 +159,13 @@ class CheckpointWeights(collections.abc.Mapping):
             )
         if found.name.endswith(".index.json"):
             return cls(_index_files(found))
-        return cls({name: found for name in _tensor_names(found)})
+        handle = _open_weight_file(found)  # its names come from the header (or the mapped .bin)
+        return cls({name: found for name in handle.keys()}, handles={found: handle})
 
     def renamed(self, rename: Callable[[str], str]) -> "CheckpointWeights":
         """The same tensors under the names `rename(name)` (nothing is read)."""
         return CheckpointWeights(
-            {rename(n): f for n, f in self._files.items()}, {rename(n): self._names[n] for n in self._files}
+            {rename(n): f for n, f in self._files.items()}, {rename(n): self._names[n] for n in self._files}, self._open
         )
 
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -193,12 +200,6 @@ def _index_files(index_path: Path) -> dict[str, Path]:
             f"{len(missing)} shard(s) listed in {index_path.name} are missing, e.g. {missing[0]!r}: download every shard"
         )
     return files
-
-
-def _tensor_names(path: Path) -> list[str]:
-    """The tensor names of one weight file (reading only its header, or mapping a .bin)."""
-    handle = _open_weight_file(path)
-    return list(handle.keys())
 
 
 def _open_weight_file(path: Path) -> Any:
