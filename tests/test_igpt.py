@@ -138,6 +138,21 @@ def test_completion_grid_keeps_the_prompt(trained, tmp_path):
         assert result["image"].shape == (7, 7)
 
 
+def test_completion_pipeline_names_bad_inputs(trained):
+    from libai.inference.basic import PipelineError
+    from projects.igpt.pipeline import PixelCompletionPipeline
+
+    pipeline = PixelCompletionPipeline(None, model_path=os.path.join(trained, "model_final"))
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    with pytest.raises(PipelineError, match="top_rows=7 must be between 1 and 6"):
+        pipeline(digit, top_rows=7)
+    with pytest.raises(PipelineError, match="a 28 x 28 digit or a stack of them, got shape \\(28,\\)"):
+        pipeline(digit[0])
+    with pytest.raises(PipelineError, match="unknown parameter"):
+        pipeline(digit, temprature=0.5)
+    assert len(pipeline(digit)["completion"]) == 28
+
+
 def _complete(model_path, out_png, layout):
     from projects.igpt.pipeline import complete_digits
 

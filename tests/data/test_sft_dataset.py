@@ -75,6 +75,10 @@ def test_packing_keeps_samples_apart(tokenizer, pairs_file):
 def test_bad_files_are_one_line(tokenizer, tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         SFTDataset(str(tmp_path / "none.jsonl"), tokenizer, 16)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DataError, match="empty.jsonl' holds no pairs"):
+        SFTDataset(str(empty), tokenizer, 16)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "response": "b"}\n{"question": "c"}\n')
     with pytest.raises(DataError, match="bad.jsonl:2 is not a JSON object with 'prompt' and 'response'"):
