@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from libai.utils import distributed as dist
 from libai.utils.logger import log_ignored_arguments
 
 from .kv_cache import KVCache
 from .linear import Linear
 from .rotary import RotaryEmbedding, apply_rotary
-from .utils import InitMethod, check_divisible, mesh_size, to_local, tp_mesh
+from .utils import InitMethod, check_divisible, mesh_rank, mesh_size, to_local, tp_mesh
 
 KeyValue = tuple[torch.Tensor, torch.Tensor]
 
@@ -247,9 +248,12 @@ class GroupedQueryAttention(nn.Module):
     key/value head shared by `num_attention_heads / num_key_value_heads` query heads.
 
     `q_proj`, `k_proj` and `v_proj` are column-parallel, so each tensor-parallel rank holds
-    whole query heads and the key/value heads of their groups; this needs
-    `num_key_value_heads` to divide by the tp size (a `ValueError` says so otherwise).
-    `o_proj` is row-parallel: the output is replicated over tp ranks. Weights are laid out as
+    whole query heads and the key/value heads of their groups. With fewer key/value heads
+    than tp ranks (the tp size a multiple of `num_key_value_heads`), `k_proj` and `v_proj`
+    are replicated instead, as in Megatron: every rank computes all key/value heads and
+    keeps the one its query heads share, and their gradients are summed over tp ranks. Any
+    other count gives a `ValueError` naming the sizes that work. `o_proj` is row-parallel:
+    the output is replicated over tp ranks. Weights are laid out as
     Hugging Face's `LlamaAttention` (rows of head 0, then head 1, ...), so they load as they are.
     A `KVCache` stores the key/value heads only (not repeated per query head).
 
@@ -285,22 +289,30 @@ class GroupedQueryAttention(nn.Module):
             raise ValueError(
                 f"num_attention_heads ({num_attention_heads}) must be a multiple of num_key_value_heads ({kv_heads})"
             )
-        tp_size = mesh_size(tp_mesh(layer_idx))
+        mesh = tp_mesh(layer_idx)
+        tp_size = mesh_size(mesh)
         check_divisible(num_attention_heads, tp_size, "GroupedQueryAttention num_attention_heads")
-        if kv_heads % tp_size:
+        if kv_heads % tp_size and tp_size % kv_heads:
             raise ValueError(
-                f"num_key_value_heads={kv_heads} cannot be split over {tp_size} tensor-parallel ranks: "
-                f"use a train.dist.tensor_parallel_size that divides {kv_heads}"
+                f"num_key_value_heads={kv_heads} cannot be split over {tp_size} tensor-parallel ranks "
+                f"nor replicated on them: use a train.dist.tensor_parallel_size that divides {kv_heads} "
+                f"or is a multiple of it"
             )
         self.num_heads, self.num_kv_heads = num_attention_heads, kv_heads
         self.head_size = head_size or hidden_size // num_attention_heads
-        self.local_heads, self.local_kv_heads = num_attention_heads // tp_size, kv_heads // tp_size
+        self.local_heads = num_attention_heads // tp_size
+        # Replicated key/value heads: this rank keeps the one of its query heads' group.
+        self.replicate_kv = kv_heads < tp_size
+        self.local_kv_heads = 1 if self.replicate_kv else kv_heads // tp_size
+        self.kv_head_index = mesh_rank(mesh) * self.local_heads // (num_attention_heads // kv_heads)
         self.layer_idx = layer_idx
 
-        def col(heads: int) -> Linear:
-            return Linear(hidden_size, heads * self.head_size, bias=bias, parallel="col", init_method=init_method, layer_idx=layer_idx)
+        def proj(heads: int, parallel: str) -> Linear:
+            return Linear(hidden_size, heads * self.head_size, bias=bias, parallel=parallel, init_method=init_method, layer_idx=layer_idx)
 
-        self.q_proj, self.k_proj, self.v_proj = col(num_attention_heads), col(kv_heads), col(kv_heads)
+        kv_parallel = "data" if self.replicate_kv else "col"
+        self.q_proj = proj(num_attention_heads, "col")
+        self.k_proj, self.v_proj = proj(kv_heads, kv_parallel), proj(kv_heads, kv_parallel)
         self.o_proj = Linear(
             num_attention_heads * self.head_size,
             hidden_size,
@@ -333,8 +345,7 @@ class GroupedQueryAttention(nn.Module):
         hidden_states = to_local(hidden_states)
         batch, length = hidden_states.shape[:2]
         query = self._heads(self.q_proj(hidden_states), self.local_heads)
-        key = self._heads(self.k_proj(hidden_states), self.local_kv_heads)
-        value = self._heads(self.v_proj(hidden_states), self.local_kv_heads)
+        key, value = self._kv_heads(self.k_proj(hidden_states)), self._kv_heads(self.v_proj(hidden_states))
         if position_embeddings is None:
             if position_ids is None:
                 past = past_key_value.get_seq_length() if past_key_value is not None else 0
@@ -348,6 +359,15 @@ class GroupedQueryAttention(nn.Module):
             query, key, value, attn_mask=mask, scale=self.head_size**-0.5, enable_gqa=self.local_kv_heads != self.local_heads
         )
         return self.o_proj(context.transpose(1, 2).flatten(2))
+
+    def _kv_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """This rank's key or value heads [b, local_kv_heads, s, head_size] from k_proj/v_proj."""
+        if not self.replicate_kv:
+            return self._heads(x, self.local_kv_heads)
+        # Every rank computed all heads but uses one: the gradients the ranks send back
+        # differ, so their sum (over tp, in backward) is the replicated weights' gradient.
+        x = dist.copy_to_tensor_parallel_region(x)
+        return self._heads(x, self.num_kv_heads)[:, self.kv_head_index : self.kv_head_index + 1]
 
     def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         """[b, s, heads * head_size] -> [b, heads, s, head_size]."""

@@ -1,6 +1,6 @@
 """Llama: RoPE, SwiGLU and grouped-query attention against reference formulas; a random
 Hugging Face LlamaForCausalLM (GQA) gives the LiBai model's logits and greedy tokens at tp=1
-and tp=2; export -> transformers; sharded and .bin checkpoints; one-line errors."""
+and tp=2 (also with fewer key/value heads than tp ranks, replicated); export -> transformers; sharded and .bin checkpoints; one-line errors."""
 from __future__ import annotations
 
 import json
@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.distributed.tensor import DTensor
 
 from libai.layers import GroupedQueryAttention, KVCache, RotaryEmbedding, SwiGLU
 from libai.layers.rotary import rope_inverse_frequencies
@@ -251,18 +252,47 @@ def test_clear_errors(hf_llama, tmp_path):
     assert config["model_type"] == "gpt2"
 
 
-def _kv_heads_over_tp(folder):
+def _loss_grads(model) -> tuple[torch.Tensor, dict]:
+    """The LM loss on INPUT_IDS and every parameter's full gradient after its backward."""
+    loss = model(INPUT_IDS, labels=INPUT_IDS)["lm_loss"].mean()
+    loss.backward()
+    full = {n: p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad for n, p in model.named_parameters()}
+    return loss.detach(), full
+
+
+def _replicated_kv_heads(folder):
+    """Worker (tp=2, one key/value head): logits, greedy tokens, loss and gradients, then the
+    error for a head count that neither splits over nor replicates on 2 ranks."""
     from libai.utils import distributed as dist
 
     dist.setup_dist_util({"tensor_parallel_size": 2}, device="cpu")
+    model = load_huggingface_llama(folder, LlamaForCausalLM).eval()
+    assert model.model.layers[0].self_attn.replicate_kv
+    with torch.no_grad():
+        logits = model(INPUT_IDS)["prediction_scores"]
+    tokens = model.generate(INPUT_IDS[:, :4], max_new_tokens=10)
+    loss, grads = _loss_grads(model)
     try:
-        load_huggingface_llama(folder, LlamaForCausalLM)
+        GroupedQueryAttention(36, 6, num_key_value_heads=3)
     except ValueError as err:
-        return str(err)
-    return None
+        return logits, tokens, loss, grads, str(err)
+    return logits, tokens, loss, grads, None
 
 
-def test_key_value_heads_that_do_not_split_over_tp_are_named(tmp_path):
-    random_hf_llama(num_key_value_heads=1).save_pretrained(tmp_path)
-    messages = run_on_ranks(_kv_heads_over_tp, 2, str(tmp_path))
-    assert all("num_key_value_heads=1 cannot be split over 2 tensor-parallel ranks" in m for m in messages), messages
+def test_key_value_heads_fewer_than_tp_ranks_are_replicated(tmp_path):
+    hf = random_hf_llama(num_key_value_heads=1)
+    hf.save_pretrained(tmp_path)
+    one = load_huggingface_llama(str(tmp_path), LlamaForCausalLM).eval()
+    loss, grads = _loss_grads(one)
+    with torch.no_grad():
+        expected = hf(INPUT_IDS).logits
+    hf_tokens = hf.generate(INPUT_IDS[:, :4], max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0)
+    for logits, tokens, tp_loss, tp_grads, error in run_on_ranks(_replicated_kv_heads, 2, str(tmp_path)):
+        torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+        assert torch.equal(tokens, hf_tokens)
+        torch.testing.assert_close(tp_loss, loss, rtol=0, atol=1e-6)
+        assert tp_grads.keys() == grads.keys()
+        for name, grad in grads.items():
+            torch.testing.assert_close(tp_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+        assert "num_key_value_heads=3 cannot be split over 2 tensor-parallel ranks nor replicated" in error
+        assert "\n" not in error
