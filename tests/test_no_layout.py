@@ -1,6 +1,7 @@
 """A model built in a plain script (no `default_setup`) starts no process group or mesh:
 its parameters are plain tensors, it trains by hand, and it computes what the same model
-computes under a one-process layout (DTensor parameters)."""
+computes under a one-process layout (a mesh and process group, and still plain tensors:
+nothing is split on one rank)."""
 import subprocess
 import sys
 import textwrap
@@ -68,7 +69,8 @@ _SCRIPT = textwrap.dedent(
     dist.setup_dist_util({}, device="cpu")
     for name, (loss, weights) in plain.items():
         model, mesh_loss, mesh_weights = one_step(name)
-        assert any(isinstance(p, DTensor) for p in model.parameters()), name
+        assert torch_dist.is_initialized(), name
+        assert not any(isinstance(p, DTensor) for p in model.parameters()), name
         torch.testing.assert_close(loss, mesh_loss, rtol=0, atol=0, msg=name)
         for a, b in zip(weights, mesh_weights):
             torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)

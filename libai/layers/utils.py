@@ -3,7 +3,8 @@
 Every layer builds its parameters the same way (see the team's parameter convention): the
 FULL tensor is drawn from the global RNG exactly as a one-process layer would draw it, then
 each rank keeps its shard as a DTensor on the tensor-parallel mesh of the layer's pipeline
-stage. So the initial weights do not depend on the layout.
+stage (a plain tensor where that mesh has this one rank). So the initial weights do not
+depend on the layout.
 
 Without a layout (a plain script that never called `default_setup` / `setup_dist_util`)
 there is no mesh: `tp_mesh` is None and parameters are plain tensors, so building and
@@ -75,13 +76,19 @@ def full_init(
 
 
 def make_parameter(full: torch.Tensor, mesh: Optional[DeviceMesh], placement: Placement) -> nn.Parameter:
-    """`nn.Parameter(DTensor)` holding this rank's `placement` shard of `full` on `mesh`
-    (a plain `nn.Parameter(full)` when there is no mesh).
+    """`nn.Parameter(DTensor)` holding this rank's `placement` shard of `full` on `mesh`;
+    a plain `nn.Parameter(full)` when nothing is split: no mesh, or a one-rank mesh that
+    this rank belongs to.
+
+    Plain tensors skip DTensor's dispatch in every optimizer step and layer call (the one
+    rank holds the whole tensor anyway); checkpoints load across layouts either way. A
+    one-rank mesh of another pipeline stage keeps its DTensor: an empty shell that says
+    this rank does not hold the parameter (`distributed.holds`).
 
     Every rank already holds the same full tensor (same seed, same draws), so each keeps its
     own slice locally (`src_data_rank=None`) instead of receiving it from rank 0.
     """
-    if mesh is None:
+    if mesh is None or (mesh.size() == 1 and mesh.get_coordinate() is not None):
         return nn.Parameter(full.detach())
     return nn.Parameter(distribute_tensor(full.detach(), mesh, [placement], src_data_rank=None))
 

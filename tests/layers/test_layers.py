@@ -13,9 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributed.tensor import DTensor, distribute_tensor
+from torch.distributed.tensor import DTensor
 
+from libai.layers.utils import to_local
+from libai.models.utils.model_loader.base_loader import assign_full_tensor
 from libai.utils import distributed as dist
+from tests.helpers.dist import run_on_ranks
 
 B, S, K, H, HEADS, FFN, V = 4, 5, 3, 16, 4, 32, 8
 TOL = 1e-5
@@ -144,7 +147,7 @@ def _perturb(layer: nn.Module) -> None:
     for p in layer.parameters():
         if p.dim() == 1:
             full = _full(p) + 0.1 * _data(*p.shape, seed=p.numel())
-            p.to_local().copy_(distribute_tensor(full, p.device_mesh, p.placements, src_data_rank=None).to_local())
+            assign_full_tensor(p, full, "perturbed")
 
 
 def _load(ref: nn.Module, layer: nn.Module) -> nn.Module:
@@ -301,7 +304,7 @@ def _qkv_layout_error(lay, layer) -> float:
     """This rank's QKV rows are exactly the rows of its whole heads in [heads, 3, head_size]."""
     full = _full(layer.query_key_value.weight).view(HEADS, 3, H // HEADS, H)
     mine = full[lay.tp_rank * HEADS // lay.tp : (lay.tp_rank + 1) * HEADS // lay.tp].reshape(-1, H)
-    return _err(layer.query_key_value.weight.to_local(), mine)
+    return _err(to_local(layer.query_key_value.weight), mine)
 
 
 def _check_attention_extras(lay, x):
@@ -512,8 +515,8 @@ def run_pipeline_checks(cfg_dist: dict) -> dict:
     return dict(
         errors=errors,
         snapshot=snapshot,
-        other_stage_numel=sum(p.to_local().numel() for p in other.parameters()),
-        head_bias_numel=head.bias.to_local().numel(),
+        other_stage_numel=sum(to_local(p).numel() for p in other.parameters()),
+        head_bias_numel=to_local(head.bias).numel(),
     )
 
 
@@ -555,32 +558,47 @@ def test_size_checks_are_silent_on_one_process(one_process):
     assert "parallel='diagonal' is not supported" in one_process["bad_sizes"][4]
 
 
-def test_parameters_are_dtensors_with_the_convention_placements():
-    from torch.distributed.tensor import Replicate, Shard
-
+def _parameter_placements() -> dict:
+    """Worker: each layer's parameters' placements on this layout (None: a plain tensor)."""
     from libai.layers import LayerNorm, Linear, LMLogits, VocabEmbedding
 
+    params = {
+        "col.weight": Linear(4, 6, parallel="col").weight,
+        "col.bias": Linear(4, 6, parallel="col").bias,
+        "row.weight": Linear(4, 6, parallel="row").weight,
+        "row.bias": Linear(4, 6, parallel="row").bias,
+        "data.weight": Linear(4, 6).weight,
+        "vocab": VocabEmbedding(8, 4).weight,
+        "lm_bias": LMLogits(8, bias=True).bias,
+        "ln": LayerNorm(4).weight,
+    }
+    return {name: tuple(map(str, p.placements)) if isinstance(p, DTensor) else None for name, p in params.items()}
+
+
+def _placements_under(layouts: list[dict]) -> list[dict]:
+    """Worker: `_parameter_placements` under each layout in turn."""
+    results = []
+    for cfg in layouts:
+        dist.setup_dist_util(cfg, device="cpu")
+        results.append(_parameter_placements())
+    return results
+
+
+def test_parameters_are_dtensors_with_the_convention_placements_and_plain_where_nothing_is_split():
     dist.setup_dist_util({}, device="cpu")
-    placements = {
-        "col.weight": Linear(4, 6, parallel="col").weight.placements,
-        "col.bias": Linear(4, 6, parallel="col").bias.placements,
-        "row.weight": Linear(4, 6, parallel="row").weight.placements,
-        "row.bias": Linear(4, 6, parallel="row").bias.placements,
-        "data.weight": Linear(4, 6).weight.placements,
-        "vocab": VocabEmbedding(8, 4).weight.placements,
-        "lm_bias": LMLogits(8, bias=True).bias.placements,
-        "ln": LayerNorm(4).weight.placements,
+    assert set(_parameter_placements().values()) == {None}, "one process: every parameter is a plain tensor"
+    rank0, rank1 = run_on_ranks(_placements_under, 2, [{"tensor_parallel_size": 2}, {"data_parallel_size": 2}])
+    assert rank0[0] == rank1[0] == {
+        "col.weight": ("S(0)",),
+        "col.bias": ("S(0)",),
+        "row.weight": ("S(1)",),
+        "row.bias": ("R",),
+        "data.weight": ("R",),
+        "vocab": ("S(0)",),
+        "lm_bias": ("S(0)",),
+        "ln": ("R",),
     }
-    assert placements == {
-        "col.weight": (Shard(0),),
-        "col.bias": (Shard(0),),
-        "row.weight": (Shard(1),),
-        "row.bias": (Replicate(),),
-        "data.weight": (Replicate(),),
-        "vocab": (Shard(0),),
-        "lm_bias": (Shard(0),),
-        "ln": (Replicate(),),
-    }
+    assert set(rank0[1].values()) == {None}, "dp2: a one-rank tensor-parallel mesh keeps plain tensors"
 
 
 def test_cross_entropy_checks_shapes():
