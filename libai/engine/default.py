@@ -860,8 +860,7 @@ def run_with_clear_errors(main: Callable, *args) -> None:
         main(*args)
         # Leave gloo's/NCCL's threads no work to abort on at interpreter exit (a restarted
         # launch would otherwise see this rank fail after a finished run).
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        dist.shutdown_process_groups()
     except _user_error_types() as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         if rank == "0" or getattr(err, "rank_local", False):

@@ -15,6 +15,7 @@ import functools
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
@@ -68,6 +69,29 @@ def init_process_group(device_type: str = "cpu", timeout_s: int = 1800) -> None:
         dist.init_process_group(
             backend=backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout
         )
+
+
+# How long `shutdown_process_groups` leaves the GIL to gloo's worker threads (see there).
+_GLOO_DRAIN_S = 0.2
+
+
+def shutdown_process_groups() -> None:
+    """Destroy every process group at the end of a finished run, then let gloo's worker
+    threads finish their last collectives before the interpreter exits.
+
+    Why the pause: a gloo worker thread frees a collective's tensors just after the caller's
+    `wait()` has returned, and freeing a tensor that Python has seen takes the GIL. If the
+    interpreter has started finalizing by then, that thread is terminated mid-destructor and
+    the process aborts ("terminate called without an active exception", status 134), which
+    fails a run that had finished and saved everything. `destroy_process_group` does not
+    join those threads (the groups live on in torch's caches), so this sleeps, releasing the
+    GIL, long enough for them to take it (gloo serves every CPU run, and the CPU groups of
+    GPU runs). A no-op without a process group.
+    """
+    if not dist.is_initialized():
+        return
+    dist.destroy_process_group()
+    time.sleep(_GLOO_DRAIN_S)
 
 
 def _attempt_store(timeout: datetime.timedelta) -> dict:
