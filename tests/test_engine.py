@@ -1,4 +1,5 @@
 """Unit tests of the engine's pieces: batch sizes, auto-scaling, the step, graph fallback."""
+import json
 import logging
 import types
 
@@ -125,6 +126,7 @@ def _one_step(model, batches, accum, max_norm):
     optimizer.step = record_then_step
     with EventStorage(0) as storage:
         trainer.run_step()
+        trainer.read_metrics()
     return grads, storage
 
 
@@ -268,6 +270,42 @@ def test_eager_trainer_trains_by_itself_like_a_hand_written_loop():
     assert trainer.iter == 5
     logged = [value for value, _ in trainer.storage.history("total_loss").values()]
     assert logged == pytest.approx(ref_losses, rel=1e-12)
+
+
+def _logged_run(tmp_path, log_period: int, monkeypatch) -> tuple[int, int, list]:
+    """12 clipped steps of EagerTrainer with a JSON writer every `log_period` iterations:
+    (the trainer's metric reads, host reads of any tensor during training, metrics.json)."""
+    from libai.engine.hooks import PeriodicWriter
+    from libai.utils.events import JSONWriter
+
+    torch.manual_seed(0)
+    xs, ys = torch.randn(12, 4, 4), torch.randn(12, 4, 3)
+    model = _Regressor()
+    optimizer = torch.optim.SGD([dict(params=list(model.parameters()), clip_grad_max_norm=1.0)], lr=0.1)
+    trainer = EagerTrainer(model, _instances(xs, ys), optimizer)
+    path = tmp_path / f"metrics_{log_period}.json"
+    trainer.register_hooks([PeriodicWriter([JSONWriter(str(path))], period=log_period)])
+    host_reads = []
+    for method in ("item", "tolist", "__float__", "__bool__"):
+        real = getattr(torch.Tensor, method)
+        monkeypatch.setattr(torch.Tensor, method, lambda self, *a, _real=real, _m=method: host_reads.append(_m) or _real(self, *a))
+    trainer.train(0, 12)
+    monkeypatch.undo()
+    return trainer.metric_reads, len(host_reads), [json.loads(line) for line in open(path)]
+
+
+def test_losses_are_read_to_the_host_on_logged_iterations_only(tmp_path, monkeypatch):
+    reads, host_reads, lines = _logged_run(tmp_path, 5, monkeypatch)
+    assert (reads, host_reads) == (3, 3), "iterations 4, 9 and 11 (the last): one read each, nothing else"
+    every_reads, _, every_lines = _logged_run(tmp_path, 1, monkeypatch)
+    assert every_reads == 12
+    assert [line["iteration"] for line in lines] == [4, 9, 11]
+    by_iteration = {line["iteration"]: line for line in every_lines}
+    for line in lines:
+        # The same losses (and medians over the same window) as when every step is read.
+        expected = by_iteration[line["iteration"]]
+        assert {k: v for k, v in line.items() if k != "data_time"} == {k: v for k, v in expected.items() if k != "data_time"}
+        assert {"total_loss", "loss_mse", "aux_loss", "data_time"} <= line.keys()
 
 
 def test_the_batch_fn_given_at_construction_makes_the_model_inputs():

@@ -201,7 +201,10 @@ def test_torchrun_restarts_a_killed_worker_and_the_run_resumes(references, tmp_p
     _assert_continues_like(references["dp2_dropout"], output_dir, tmp_path)
 
 
-def test_a_nan_loss_stops_the_run_and_saves_nothing_after_it(tmp_path):
+# log_period=5: the losses of iteration 12 are read (and found NaN) only before the
+# checkpoint of iteration 14, which is then not written.
+@pytest.mark.parametrize("log_period", [1, 5])
+def test_a_nan_loss_stops_the_run_and_saves_nothing_after_it(tmp_path, log_period):
     config = tmp_path / "nan_config.py"
     config.write_text(
         "from libai.config import LazyCall, LazyConfig\n"
@@ -213,7 +216,8 @@ def test_a_nan_loss_stops_the_run_and_saves_nothing_after_it(tmp_path):
         "                                    num_attention_heads=4, max_seq_length=16)\n"
     )
     output_dir = tmp_path / "run"
-    proc = train_sh(1, str(output_dir), "train.checkpointer.period=5", check=False, config=str(config))
+    proc = train_sh(1, str(output_dir), "train.checkpointer.period=5", f"train.log_period={log_period}",
+                    check=False, config=str(config))
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: non-finite loss at iteration 12 (lm_loss = nan)"), errors

@@ -569,6 +569,11 @@ class DefaultTrainer(TrainerBase):
         self._trainer.iter = self.iter
         self._trainer.run_step()
 
+    def read_metrics(self) -> None:
+        """Put the losses of the steps not read yet into the storage (see
+        `EagerTrainer.read_metrics`): on logged, evaluated and checkpointed iterations."""
+        self._trainer.read_metrics()
+
     @classmethod
     def get_batch(cls, data: Instance, input_placement_device: str = "cuda", mixup_func: Optional[Callable] = None) -> dict:
         """Turn an `Instance` of `DistTensorData` into the model's keyword arguments.

@@ -57,9 +57,19 @@ class HookBase:
     A hook whose decisions depend on the past (a best value, a counter) returns it from
     `state_dict` (JSON-able values) and takes it back in `load_state_dict`; the trainer's
     own `state_dict` gathers them, so a resumed run continues where it stopped.
+
+    The trainer reads the step's losses to the host only when some hook's `reads_metrics()`
+    is true for the iteration (a device sync on a GPU, so not every step): a hook that reads
+    the storage's losses, or saves or evaluates the model (which must not follow a
+    non-finite loss, checked on that read), says so there.
     """
 
     trainer: Any = None
+
+    def reads_metrics(self) -> bool:
+        """Whether this iteration's `after_step` needs the losses of the steps so far in
+        the storage (checked finite). Default: no."""
+        return False
 
     def state_dict(self) -> dict:
         """What this hook must remember across a resume (empty: nothing)."""
@@ -150,6 +160,10 @@ class CallbackHook(HookBase):
         """Call the `before_step` callback."""
         if self._before_step:
             self._before_step(self.trainer)
+
+    def reads_metrics(self) -> bool:
+        """An `after_step` callback may read the storage: it sees every step's losses."""
+        return self._after_step is not None
 
     def after_step(self) -> None:
         """Call the `after_step` callback."""
@@ -302,11 +316,19 @@ class PeriodicCheckpointer(HookBase):
         if self.max_iter is None:
             self.max_iter = self.trainer.max_iter
 
+    def _saves_now(self) -> tuple[bool, bool]:
+        """(periodic, final): whether this iteration saves, and why."""
+        iteration = self.trainer.iter
+        return (iteration + 1) % self.period == 0, iteration >= self.max_iter - 1
+
+    def reads_metrics(self) -> bool:
+        """A saving iteration: what is saved must follow finite losses."""
+        return any(self._saves_now())
+
     def after_step(self) -> None:
         """Save on the period and at the last iteration."""
         iteration = self.trainer.iter
-        periodic = (iteration + 1) % self.period == 0
-        final = iteration >= self.max_iter - 1
+        periodic, final = self._saves_now()
         if not (periodic or final):
             return
         extra = _checkpoint_extra(self.trainer)
@@ -399,6 +421,8 @@ class PreemptionCheckpointer(HookBase):
         signum = dist.all_reduce_max_int(self._received or 0, self._group)
         if not signum:
             return
+        # Every rank got the same signum, so every rank reads (a collective) before saving.
+        self.trainer.read_metrics()
         name = f"{self.file_prefix}_{self.trainer.iter:07d}"
         path = os.path.join(self.checkpointer.save_dir, name)
         if os.path.normpath(self.checkpointer.get_checkpoint_file()) != os.path.normpath(path):
@@ -465,6 +489,10 @@ class EvalHook(HookBase):
         self._last_eval_iter = self.trainer.iter
         # Ranks may finish evaluation at different times; start the next step together.
         dist.synchronize()
+
+    def reads_metrics(self) -> bool:
+        """An evaluation iteration: the model must follow finite losses."""
+        return _is_eval_iter(self.trainer, self._period)
 
     def after_step(self) -> None:
         """Evaluate on the period and after the last iteration."""
@@ -576,6 +604,10 @@ class BestCheckpointer(HookBase):
         if save:
             self._checkpointer.save(self._file_prefix, **_checkpoint_extra(self.trainer))
 
+    def reads_metrics(self) -> bool:
+        """An evaluation iteration: the model must follow finite losses."""
+        return _is_eval_iter(self.trainer, self._period)
+
     def after_step(self) -> None:
         """Check on the same iterations as `EvalHook`."""
         if _is_eval_iter(self.trainer, self._period):
@@ -636,6 +668,10 @@ class TopKCheckpointer(HookBase):
         name = f"{self._file_prefix}_{self.trainer.iter:07d}"
         entry = {"iteration": int(self.trainer.iter), "value": float(value), "dir": name}
         return entry if entry in self._ranked(self.best + [entry])[: self.k] else None
+
+    def reads_metrics(self) -> bool:
+        """An evaluation iteration: the model must follow finite losses."""
+        return _is_eval_iter(self.trainer, self._period)
 
     def after_step(self) -> None:
         """On evaluation iterations: save a new top-k result, drop the one it displaces."""
@@ -727,6 +763,10 @@ class EarlyStopping(HookBase):
             f"{self.patience} evaluations (best {self.best_metric}, last {value})"
         )
 
+    def reads_metrics(self) -> bool:
+        """An evaluation iteration: the model must follow finite losses."""
+        return _is_eval_iter(self.trainer, self._period)
+
     def after_step(self) -> None:
         """On evaluation iterations: judge, and stop every rank together."""
         # At the last iteration training ends anyway: nothing to stop.
@@ -769,6 +809,11 @@ class PeriodicWriter(HookBase):
                 )
         self._writers = list(writers)
         self._period = _check_period("train.log_period", period)
+
+    def reads_metrics(self) -> bool:
+        """A writing iteration: the writers read the steps' losses."""
+        iteration = self.trainer.iter
+        return (iteration + 1) % self._period == 0 or iteration == self.trainer.max_iter - 1
 
     def after_step(self) -> None:
         """Write on the period and at the last iteration."""

@@ -57,6 +57,13 @@ def _model_input(name: str, value: Any, device: torch.device) -> Any:
     return value.to(device, non_blocking=True) if torch.is_tensor(value) else value
 
 
+def _reads_metrics(hook: Any) -> bool:
+    """`hook.reads_metrics()`; a hook without that method (not a `HookBase`) may read the
+    storage in any `after_step`, so it is given every step's metrics."""
+    reads = getattr(hook, "reads_metrics", None)
+    return True if reads is None else bool(reads())
+
+
 class TrainerBase:
     """Iterate from `start_iter` to `max_iter`, calling the registered hooks around each step.
 
@@ -99,6 +106,8 @@ class TrainerBase:
                     if self.stop_reason is not None:
                         logger.info("Training stopped after iteration %d: %s", self.iter, self.stop_reason)
                         break
+                # Steps after the last read (no hook read them) still reach the storage.
+                self.read_metrics()
                 # After a normal finish `iter` is one past the last step, as in detectron2.
                 self.iter += 1
             except Exception:
@@ -127,12 +136,20 @@ class TrainerBase:
             hook.before_step()
 
     def after_step(self) -> None:
+        if any(_reads_metrics(hook) for hook in self._hooks):
+            self.read_metrics()
         for hook in self._hooks:
             hook.after_step()
 
     def run_step(self) -> None:
         """One training iteration; subclasses define it."""
         raise NotImplementedError
+
+    def read_metrics(self) -> None:
+        """Put the metrics of the steps not read yet into the storage. The loop calls it
+        before the hooks of an iteration where one of them `reads_metrics()`, and after the
+        last step; every rank calls it at the same iterations (it may be a collective).
+        `TrainerBase` records nothing; `EagerTrainer` reads its losses here."""
 
     def state_dict(self) -> dict:
         """The loop's state: the iteration and every hook's `state_dict()` (JSON-able values).
@@ -219,6 +236,11 @@ class EagerTrainer(TrainerBase):
         self._found_inf: Optional[torch.Tensor] = None
         self._reducer = grad_reducer
         self.batch_fn: BatchFn = batch_fn or default_batch_fn
+        # Steps whose losses are still on the device: (iteration, loss names, loss means,
+        # data time, the GradScaler's overflow flag), read by `read_metrics`.
+        self._unread: list[tuple[int, list[str], torch.Tensor, float, Optional[torch.Tensor]]] = []
+        # How many times the losses were read to the host (one transfer each).
+        self.metric_reads = 0
 
     def _autocast(self):
         if self._autocast_dtype is None:
@@ -270,28 +292,45 @@ class EagerTrainer(TrainerBase):
         self.optimizer.zero_grad(set_to_none=True)
 
     def write_metrics(self, loss_means: dict, data_time: float) -> None:
-        """Put the step's losses (means over this rank's micro-batches) into storage,
-        averaged over data-parallel ranks."""
+        """Keep the step's losses (tensors: means over this rank's micro-batches) and data
+        time until `read_metrics`, which puts them into the storage: no host sync per step."""
         keys = list(loss_means)
-        means = dist.all_reduce_mean_data_parallel(torch.stack([loss_means[k] for k in keys])).tolist()
-        metrics = dict(zip(keys, means))
+        losses = torch.stack([loss_means[k] for k in keys])
+        self._unread.append((get_event_storage().iter, keys, losses, data_time, self._found_inf))
+
+    def read_metrics(self) -> None:
+        """Average the unread steps' losses over data-parallel ranks (one collective and
+        one transfer for all of them), check each step's losses are finite, and put them
+        into the storage at their own iterations, as if each step had put its own."""
+        if not self._unread:
+            return
+        unread, self._unread = self._unread, []
+        means = dist.all_reduce_mean_data_parallel(torch.cat([losses for _, _, losses, _, _ in unread])).tolist()
+        self.metric_reads += 1
         storage = get_event_storage()
-        self._check_finite(metrics, storage.iter)
-        storage.put_scalar("total_loss", sum(metrics.values()))
-        storage.put_scalars(data_time=data_time, **metrics)
+        offset = 0
+        for iteration, keys, _, data_time, found_inf in unread:
+            metrics = dict(zip(keys, means[offset : offset + len(keys)]))
+            offset += len(keys)
+            self._check_finite(metrics, iteration, found_inf)
+            storage.put_scalar("total_loss", sum(metrics.values()), iteration=iteration)
+            for name, value in dict(data_time=data_time, **metrics).items():
+                storage.put_scalar(name, value, iteration=iteration)
 
 
-    def _check_finite(self, metrics: dict, iteration: int) -> None:
-        """Stop on a NaN or infinite loss, except in an fp16 step the GradScaler skipped.
+    @staticmethod
+    def _check_finite(metrics: dict, iteration: int, found_inf: Optional[torch.Tensor]) -> None:
+        """Stop on a NaN or infinite loss, except in an fp16 step the GradScaler skipped
+        (`found_inf`, its overflow flag, read only here).
 
-        The values are the data-parallel means, so every rank takes the same decision. The
-        exception leaves the loop before any hook's `after_step`, so nothing is saved from
-        the state this step produced.
+        The values are the data-parallel means, so every rank takes the same decision. It
+        runs before the hooks of any iteration that saves or evaluates, so nothing is saved
+        from a state that followed a non-finite loss.
         """
         bad = [key for key, value in metrics.items() if not math.isfinite(value)]
         if not bad:
             return
-        if self._found_inf is not None and bool(self._found_inf.item()):
+        if found_inf is not None and bool(found_inf.item()):
             return  # the GradScaler skipped this step and lowers its scale
         values = ", ".join(f"{key} = {metrics[key]}" for key in bad)
         raise NonFiniteLossError(

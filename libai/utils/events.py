@@ -138,12 +138,15 @@ class EventStorage:
 
     # ---- recording ------------------------------------------------------------------
 
-    def put_scalar(self, name: str, value: Any, smoothing_hint: bool = True) -> None:
-        """Record `value` (a number or 1-element tensor) for `name` at the current iteration.
+    def put_scalar(self, name: str, value: Any, smoothing_hint: bool = True, iteration: Optional[int] = None) -> None:
+        """Record `value` (a number or 1-element tensor) for `name` at the current iteration,
+        or at an earlier `iteration` (a trainer that reads its losses to the host only on
+        logged iterations puts the steps in between then, in order).
 
         `smoothing_hint=True` asks writers to show a windowed median (noisy values such as
         losses and times); `False` shows the raw latest value (lr, eval results).
         """
+        iteration = self._iter if iteration is None else int(iteration)
         name = self._current_prefix + name
         value = float(value)
         buffer = self._history.get(name)
@@ -155,8 +158,8 @@ class EventStorage:
                 f"Scalar '{name}' was put with smoothing_hint={self._smoothing_hints[name]} "
                 f"before and smoothing_hint={bool(smoothing_hint)} now: use one hint per name."
             )
-        buffer.update(value, self._iter)
-        self._latest_scalars[name] = (value, self._iter)
+        buffer.update(value, iteration)
+        self._latest_scalars[name] = (value, iteration)
 
     def put_scalars(self, *, smoothing_hint: bool = True, **kwargs: Any) -> None:
         """`put_scalar` for each keyword argument, e.g. `put_scalars(loss=l, acc=a)`."""
