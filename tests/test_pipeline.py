@@ -197,6 +197,7 @@ def _train_zero_interleaved(stage: int) -> dict:
     """ZeRO `stage` (FSDP2 over dp, root on the rank's first virtual stage) with two
     virtual stages per rank: gradients are this rank's shards of the mean."""
     from libai.engine.pipeline import build_pipeline
+    from libai.layers.utils import full_tensor
     from libai.utils.zero import apply_zero
 
     torch.manual_seed(0)
@@ -208,7 +209,7 @@ def _train_zero_interleaved(stage: int) -> dict:
     engine.on_microbatch_backward = reducer.accumulate
     losses = engine.step(_local_batch())
     reducer.reduce()
-    grads = {n: p.grad.full_tensor().tolist() for n, p in engine.named_parameters()}
+    grads = {n: full_tensor(p.grad).tolist() for n, p in engine.named_parameters()}
     return {"losses": _dp_mean(losses), "grads": grads}
 
 

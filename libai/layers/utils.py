@@ -96,3 +96,9 @@ def make_parameter(full: torch.Tensor, mesh: Optional[DeviceMesh], placement: Pl
 def to_local(tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """This rank's part of a DTensor (input or parameter); a plain tensor or None as it is."""
     return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole of a DTensor, gathered over its mesh (a collective for the ranks of that
+    mesh); a plain tensor, already whole, as it is."""
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor

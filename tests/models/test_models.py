@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from libai.config import get_config, instantiate
 from libai.layers import AttnMaskType
+from libai.layers.utils import full_tensor, to_local
 from libai.models import (
     BertForClassification,
     BertForPreTraining,
@@ -101,12 +102,12 @@ def test_gpt_initialisation_is_megatron_like():
     model = GPTModel(**{**GPT_CFG, "hidden_size": 128, "ffn_hidden_size": 512, "num_attention_heads": 4})
     layer = model.transformer.layers[0]
     scaled = 0.02 / math.sqrt(2 * GPT_CFG["hidden_layers"])
-    assert layer.self_attention.query_key_value.weight.full_tensor().std().item() == pytest.approx(0.02, rel=0.05)
-    assert layer.mlp.dense_4h_to_h.weight.full_tensor().std().item() == pytest.approx(scaled, rel=0.05)
-    assert layer.self_attention.dense.weight.full_tensor().std().item() == pytest.approx(scaled, rel=0.05)
-    assert model.embeddings.token_embeddings.weight.full_tensor().std().item() == pytest.approx(0.02, rel=0.05)
+    assert full_tensor(layer.self_attention.query_key_value.weight).std().item() == pytest.approx(0.02, rel=0.05)
+    assert full_tensor(layer.mlp.dense_4h_to_h.weight).std().item() == pytest.approx(scaled, rel=0.05)
+    assert full_tensor(layer.self_attention.dense.weight).std().item() == pytest.approx(scaled, rel=0.05)
+    assert full_tensor(model.embeddings.token_embeddings.weight).std().item() == pytest.approx(0.02, rel=0.05)
     unscaled = GPTModel(**{**GPT_CFG, "hidden_size": 128, "use_scaled_init_for_output_weights": False})
-    weight = unscaled.transformer.layers[0].mlp.dense_4h_to_h.weight.full_tensor()
+    weight = full_tensor(unscaled.transformer.layers[0].mlp.dense_4h_to_h.weight)
     assert weight.std().item() == pytest.approx(0.02, rel=0.05)
 
 
@@ -204,7 +205,7 @@ def test_bert_lm_head_is_tied_to_word_embeddings():
     x = ids()
     model(x, torch.ones_like(x), lm_labels=x)["lm_loss"].backward()
     # Gradient from both the input lookup and the output layer reaches the one weight.
-    assert tied.grad is not None and (tied.grad.full_tensor().abs().sum(dim=1) > 0).sum() > len(x.unique())
+    assert tied.grad is not None and (full_tensor(tied.grad).abs().sum(dim=1) > 0).sum() > len(x.unique())
 
 
 def test_bert_without_binary_head_has_no_sop_loss():
@@ -260,12 +261,12 @@ def test_vit_patch_embedding_is_a_strided_convolution():
     model = VisionTransformer(img_size=28, patch_size=7, in_chans=3, embed_dim=16, depth=0, num_heads=4, num_classes=10)
     embed = model.patch_embed
     images = torch.randn(2, 3, 28, 28)
-    weight, bias = embed.proj.weight.full_tensor(), embed.proj.bias.full_tensor()
+    weight, bias = full_tensor(embed.proj.weight), full_tensor(embed.proj.bias)
     conv = F.conv2d(images, weight.view(16, 3, 7, 7), bias, stride=7).flatten(2).transpose(1, 2)
     tokens = embed(images)
     assert tokens.shape == (2, 17, 16)
-    torch.testing.assert_close(tokens[:, 1:], conv + embed.pos_embed.to_local()[:, 1:])
-    torch.testing.assert_close(tokens[:, 0], (embed.cls_token + embed.pos_embed)[:, 0].to_local().expand(2, -1))
+    torch.testing.assert_close(tokens[:, 1:], conv + to_local(embed.pos_embed)[:, 1:])
+    torch.testing.assert_close(tokens[:, 0], to_local(embed.cls_token + embed.pos_embed)[:, 0].expand(2, -1))
 
 
 def test_vit_drop_path_rises_with_depth_and_custom_loss():
@@ -305,10 +306,10 @@ def test_mlp_gelu_tanh_option(fused):
 
     mlp = MLP(8, 16, activation="gelu_tanh", bias_gelu_fusion=fused)
     with torch.no_grad():
-        mlp.dense_h_to_4h.bias.to_local().normal_()
+        to_local(mlp.dense_h_to_4h.bias).normal_()
     x = torch.randn(2, 3, 8) * 3
-    w1, b1 = mlp.dense_h_to_4h.weight.full_tensor(), mlp.dense_h_to_4h.bias.full_tensor()
-    w2, b2 = mlp.dense_4h_to_h.weight.full_tensor(), mlp.dense_4h_to_h.bias.full_tensor()
+    w1, b1 = full_tensor(mlp.dense_h_to_4h.weight), full_tensor(mlp.dense_h_to_4h.bias)
+    w2, b2 = full_tensor(mlp.dense_4h_to_h.weight), full_tensor(mlp.dense_4h_to_h.bias)
     expected = F.linear(F.gelu(F.linear(x, w1, b1), approximate="tanh"), w2, b2)
     torch.testing.assert_close(mlp(x), expected)
     assert not torch.allclose(F.linear(F.gelu(F.linear(x, w1, b1)), w2, b2), expected, atol=1e-5)

@@ -29,6 +29,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from libai.config.instantiate import locate
+from libai.layers.utils import full_tensor
 from libai.utils import distributed as dist
 
 logger = logging.getLogger(__name__)
@@ -294,7 +295,7 @@ def gather_full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     for name, param in model.named_parameters():
         if not dist.holds(param):
             continue
-        full = param.full_tensor() if isinstance(param, DTensor) else param
+        full = full_tensor(param)
         local[name] = full.detach().cpu()
     if not (torch_dist.is_initialized() and torch_dist.get_world_size() > 1):
         return local
