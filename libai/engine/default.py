@@ -483,6 +483,7 @@ class DefaultTrainer(TrainerBase):
             if count == 0:
                 logger.warning("train.activation_checkpoint.enabled=True but the model has no TransformerLayer")
         accum = cfg.train.num_accumulation_steps
+        exact = bool(try_get_key(cfg, "train.dist.exact_reduction", default=False))
         zero = cfg.train.zero_optimization
         shard = zero.enabled and dist.get_data_parallel_size() > 1
         if zero.enabled and not shard:
@@ -503,7 +504,7 @@ class DefaultTrainer(TrainerBase):
         if shard:
             logger.info("ZeRO stage %d over %d data-parallel ranks", zero.stage, dist.get_data_parallel_size())
             if self.pipeline is None:
-                self.model, reducer = apply_zero(self.model, int(zero.stage), accum)
+                self.model, reducer = apply_zero(self.model, int(zero.stage), accum, reduce_dtype=_zero_reduce_dtype(exact))
                 return reducer
             # The stage module is the FSDP root, so the pipeline schedule drives gradient
             # sync (reduce once after the last micro-batch); other stages' weights stay out.
@@ -516,10 +517,19 @@ class DefaultTrainer(TrainerBase):
                 accum,
                 pipeline=True,
                 ignored_params=set(self.pipeline.foreign_parameters()),
+                reduce_dtype=_zero_reduce_dtype(exact),
             )
             self.pipeline.refresh_parameters()
             return reducer
-        return dist.make_gradient_reducer(self.model, accum)
+        return dist.make_gradient_reducer(
+            self.model,
+            accum,
+            exact=exact,
+            bucket_cap_mb=float(try_get_key(cfg, "train.nccl_fusion_threshold_mb", default=25.0)),
+            bucket_max_tensors=try_get_key(cfg, "train.nccl_fusion_max_ops", default=None),
+            # A pipeline stage's backward calls do not map one to one onto micro-batches.
+            overlap=self.pipeline is None,
+        )
 
     def _compile_pipeline_blocks(self, cfg) -> None:
         """Graph mode under pipeline parallelism: compile each block this rank runs (the
@@ -630,8 +640,9 @@ class DefaultTrainer(TrainerBase):
                         **judged,
                     )
                 )
-        if dist.is_main_process():
-            ret.append(hooks.PeriodicWriter(self.build_writers(), cfg.train.log_period))
+        # On every rank (writers on rank 0 only): the ranks read their losses together.
+        writers = self.build_writers() if dist.is_main_process() else []
+        ret.append(hooks.PeriodicWriter(writers, cfg.train.log_period))
         # Last: the step's metrics are written before a preempted run stops.
         ret.append(hooks.PreemptionCheckpointer(self.checkpointer))
         return ret
@@ -846,6 +857,12 @@ def _user_error_types() -> tuple:
         PlacementError,
         NonFiniteLossError,
     )
+
+
+def _zero_reduce_dtype(exact: bool) -> Optional[torch.dtype]:
+    """ZeRO's reduce-scatter dtype: float64 for `train.dist.exact_reduction`, else the
+    gradients' own (None), as FSDP2 does by default."""
+    return torch.float64 if exact else None
 
 
 def run_with_clear_errors(main: Callable, *args) -> None:

@@ -61,7 +61,10 @@ class HookBase:
     The trainer reads the step's losses to the host only when some hook's `reads_metrics()`
     is true for the iteration (a device sync on a GPU, so not every step): a hook that reads
     the storage's losses, or saves or evaluates the model (which must not follow a
-    non-finite loss, checked on that read), says so there.
+    non-finite loss, checked on that read), says so there. The read is a collective (the
+    data-parallel mean), so every rank must have the same hooks giving the same answers: a
+    hook that acts on rank 0 only is registered everywhere and does nothing elsewhere (as
+    `PeriodicWriter` with no writers).
     """
 
     trainer: Any = None
