@@ -110,11 +110,11 @@ def _get_batch(data, device=None, mixup=None):
     return {k: v.tensor for k, v in data.items()}
 
 
-def _one_step(model, batches, accum, max_norm):
+def _one_step(model, batches, accum, max_norm, exact=False):
     optimizer = torch.optim.SGD(
         [dict(params=list(model.parameters()), clip_grad_max_norm=max_norm, clip_grad_norm_type=2.0)], lr=0.1
     )
-    reducer = dist.make_gradient_reducer(model, accum)
+    reducer = dist.make_gradient_reducer(model, accum, exact=exact)
     trainer = EagerTrainer(model, batches, optimizer, grad_acc_steps=accum, grad_reducer=reducer, batch_fn=_get_batch)
     grads = {}
     real_step = optimizer.step
@@ -152,15 +152,16 @@ def test_accumulated_step_equals_one_big_batch_with_clipping():
 
 
 def test_micro_batch_order_does_not_change_the_step():
-    """The float64 sum makes the update independent of how the batch is split and ordered."""
+    """The exact reducer's float64 sum makes the update independent of how the batch is
+    split and ordered (train.dist.exact_reduction)."""
     torch.manual_seed(1)
     xs, ys = torch.randn(4, 8, 4) * 100, torch.randn(4, 8, 3)
     model = _Regressor()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    forward_grads, _ = _one_step(model, _batches(xs, ys), accum=4, max_norm=None)
+    forward_grads, _ = _one_step(model, _batches(xs, ys), accum=4, max_norm=None, exact=True)
     model.load_state_dict(state)
     order = [2, 0, 3, 1]
-    shuffled_grads, _ = _one_step(model, _batches(xs[order], ys[order]), accum=4, max_norm=None)
+    shuffled_grads, _ = _one_step(model, _batches(xs[order], ys[order]), accum=4, max_norm=None, exact=True)
     for name in forward_grads:
         assert torch.equal(forward_grads[name], shuffled_grads[name]), name
 

@@ -18,9 +18,14 @@ CONFIG = os.path.join(REPO, "tests/configs/tiny_gpt.py")
 # name: (processes, overrides)
 EVAL = "train.evaluation.enabled=True"  # perplexity at iterations 9 and 19
 
+EXACT = "train.dist.exact_reduction=True"
+
 LAYOUTS = {
     "dp1_tp1": (1, [EVAL]),
     "dp2_tp1": (2, []),
+    # The exact float64 reduction: the same losses bit for bit, however the batch is split.
+    "dp1_tp1_exact": (1, [EXACT]),
+    "dp2_tp2_exact": (4, ["train.dist.tensor_parallel_size=2", EXACT]),
     "dp1_tp2": (2, ["train.dist.tensor_parallel_size=2"]),
     "dp2_tp2": (4, ["train.dist.tensor_parallel_size=2"]),
     "dp1_tp2_act_ckpt": (2, ["train.dist.tensor_parallel_size=2", "train.activation_checkpoint.enabled=True"]),
@@ -85,6 +90,14 @@ def test_layout_trains_the_one_process_model(runs, layout):
     reference = losses_by_iter(runs["dp1_tp1"])
     assert reference[19] < 0.8 * reference[0]  # it does learn
     _assert_same_curve(losses_by_iter(runs[layout]), reference, range(20), layout)
+
+
+def test_the_exact_reduction_gives_the_one_process_losses_bit_for_bit(runs):
+    reference, exact = losses_by_iter(runs["dp1_tp1_exact"]), losses_by_iter(runs["dp2_tp2_exact"])
+    assert sorted(exact) == list(range(20))
+    assert exact == reference
+    # The default (float32 buckets) stays within the layout bounds of the exact one.
+    _assert_same_curve(losses_by_iter(runs["dp1_tp1"]), reference, range(20), "default vs exact")
 
 
 def _perplexities(output_dir):

@@ -34,10 +34,10 @@ train = dict(
     amp=dict(enabled=False, dtype=None),
     # Recompute each TransformerLayer's activations in backward to save memory.
     activation_checkpoint=dict(enabled=False),
-    # OneFlow NCCL fusion settings: accepted and ignored. There is nothing to fuse: without
-    # ZeRO, the reducer from libai.utils.distributed.make_gradient_reducer sums each step's
-    # micro-batch gradients in one flat float64 buffer (exact in practice) and all-reduces
-    # it once over the data-parallel ranks (ZeRO reduces in float64 through FSDP2 instead).
+    # Data-parallel gradient buckets (LiBai's NCCL fusion settings): gradients are averaged
+    # as DistributedDataParallel does, in their own dtype, in buckets of at most this many
+    # MB and tensors, each all-reduced as soon as backward has filled it (overlapping the
+    # rest of backward). See dist.exact_reduction for the exact alternative.
     nccl_fusion_threshold_mb=16,
     nccl_fusion_max_ops=24,
     # ZeRO: stage 1 shards optimizer state, 2 also gradients, 3 also parameters.
@@ -83,6 +83,11 @@ train = dict(
         pipeline_num_layers=None,
         # A pipeline stage id per layer, overriding the even split; None: even split.
         custom_pipeline_stage_id=None,
+        # True: sum the micro-batch gradients in float64 in one buffer and all-reduce it
+        # after backward (ZeRO: reduce-scatter in float64), so every layout takes the same
+        # step bit for bit. It sends twice the bytes of the default float32 buckets and
+        # does not overlap backward (measured in BENCHMARKS.md, ddp_comparison.py).
+        exact_reduction=False,
     ),
     # Pipeline schedule when pipeline_parallel_size > 1: "GPipe" | "1F1B" | "Interleaved1F1B".
     pipeline=dict(schedule="1F1B"),

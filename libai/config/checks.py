@@ -104,6 +104,9 @@ _TRAIN_RULES: dict[str, _Rule] = {
     "dist.tensor_parallel_size": _int_at_least(1, optional=True),
     "dist.pipeline_parallel_size": _int_at_least(1, optional=True),
     "dist.pipeline_num_layers": _int_at_least(1, optional=True),
+    "dist.exact_reduction": _BOOL,
+    "nccl_fusion_threshold_mb": _number_in(0.0),
+    "nccl_fusion_max_ops": _int_at_least(1),
     "pipeline.schedule": _one_of(("GPipe", "1F1B", "Interleaved1F1B")),
     "device": _one_of(("auto", "cuda", "cpu"), optional=True),
 }

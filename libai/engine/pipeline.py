@@ -67,9 +67,10 @@ embedding) is the layer's business: it must give the last stage its own copy.
 
 Gradients: after `step`, every owned parameter's `.grad` holds the SUM of the micro-batch
 gradients (the schedules' `scale_grads=False`), i.e. `num_microbatches x` the mean. Set
-`engine.on_microbatch_backward = reducer.accumulate` (a `GradientReducer` over
-`engine.parameters()` with `num_micro_batches=num_microbatches`) to sum them exactly in
-float64 instead; `reducer.reduce()` then leaves the mean over micro-batches and
+`engine.on_microbatch_backward = reducer.accumulate` (a reducer of
+`distributed.make_gradient_reducer` over `engine.parameters()` with
+`num_micro_batches=num_microbatches`, `overlap=False`; with `exact=True` it sums them in
+float64 instead); `reducer.reduce()` then leaves the mean over micro-batches and
 data-parallel replicas, as in the eager trainer.
 
 Inputs: `step(batch)` takes this rank's data-parallel shard of every field (plain tensors,

@@ -194,8 +194,9 @@ class EagerTrainer(TrainerBase):
     The model follows LiBai's contract: `model(**batch)` returns a dict and every value
     whose key contains "loss" is summed into the loss. When a step sums several
     micro-batch gradients (accumulation or data parallelism), the gradient reducer averages
-    them exactly, so the update equals the one of a single global batch on one process,
-    bit for bit. Gradients are clipped per `clip_grad_max_norm` / `clip_grad_norm_type` found in the
+    them: in buckets that overlap backward, as DDP does, or exactly in float64
+    (`train.dist.exact_reduction`), so that the update equals the one of a single global
+    batch on one process, bit for bit. Gradients are clipped per `clip_grad_max_norm` / `clip_grad_norm_type` found in the
     optimizer's parameter groups (see `get_default_optimizer_params`).
 
     Args:
@@ -205,8 +206,8 @@ class EagerTrainer(TrainerBase):
         grad_acc_steps: micro-batches per optimizer step.
         autocast_dtype: run forward under `torch.autocast` with this dtype (None: fp32).
         grad_scaler: a `torch.amp.GradScaler` for fp16, else None.
-        grad_reducer: sums micro-batch gradients and averages them over data-parallel
-            ranks (`distributed.make_gradient_reducer`, or ZeRO's); None when a step has
+        grad_reducer: averages micro-batch gradients over data-parallel ranks
+            (`distributed.make_gradient_reducer`, or ZeRO's); None when a step has
             a single micro-batch on a single replica.
         batch_fn: turns one batch of the loader into the model's keyword arguments
             (default `default_batch_fn`: an `Instance`'s fields on this rank's device).

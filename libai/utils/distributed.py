@@ -17,7 +17,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
@@ -767,6 +767,118 @@ class GradientReducer:
         self.buffer.zero_()
 
 
+class BucketedGradientReducer:
+    """Average gradients over data-parallel ranks the way `DistributedDataParallel` does:
+    in the gradients' own dtype, in buckets launched during the step's last backward.
+
+    Micro-batch gradients add up in `param.grad` (autograd's own accumulation). During the
+    last micro-batch's backward, a hook on each parameter marks its gradient ready; a
+    bucket (parameters in reverse registration order, the order backward finishes them, up
+    to `bucket_cap_mb` and `bucket_max_tensors`) whose gradients are all ready is copied
+    into one flat buffer and all-reduced asynchronously, so communication overlaps the rest
+    of backward. Buckets start in a fixed order, the same on every rank, whatever order the
+    hooks fire in. `reduce()` waits for them, divides by `num_micro_batches x dp` and puts
+    the mean back into `param.grad`.
+
+    The sum is in float32 (or the gradients' dtype), so layouts differ in the last bits;
+    `GradientReducer` (`train.dist.exact_reduction=True`) is the exact, slower alternative.
+    Use it as `GradientReducer`: `accumulate()` after each micro-batch's backward,
+    `reduce()` after the last; micro-batch losses must not be divided by their number.
+    With `overlap=False` every bucket starts in `reduce()` (a pipeline schedule, whose
+    stages' backward calls do not map one to one onto the step's micro-batches).
+    """
+
+    def __init__(
+        self,
+        params,
+        num_micro_batches: int,
+        bucket_cap_mb: float = 25.0,
+        bucket_max_tensors: Optional[int] = None,
+        overlap: bool = True,
+    ) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.num_micro_batches = int(num_micro_batches)
+        self.divisor = float(self.num_micro_batches * get_data_parallel_size())
+        self.group = get_data_parallel_group() if get_data_parallel_size() > 1 else None
+        self.buckets = _make_buckets(self.params, bucket_cap_mb * 2**20, bucket_max_tensors)
+        self._bucket_of = {id(p): i for i, bucket in enumerate(self.buckets) for p in bucket}
+        self._ready = [0] * len(self.buckets)
+        self._in_flight: list[tuple[int, torch.Tensor, Any]] = []
+        self._micro_batch = 0
+        # Buckets started inside backward in the last step (overlap; for tests and logs).
+        self.launched_in_backward = 0
+        if overlap:
+            for p in self.params:
+                p.register_post_accumulate_grad_hook(self._grad_ready)
+
+    def accumulate(self) -> None:
+        """Note that one micro-batch's backward is done (its gradients stay in `.grad`)."""
+        self._micro_batch += 1
+
+    def reduce(self) -> None:
+        """Start the buckets backward did not, wait for all, write the means into `.grad`."""
+        self._launch_in_order(force=True)
+        for index, flat, work in self._in_flight:
+            if work is not None:
+                work.wait()
+            flat.div_(self.divisor)
+            offset = 0
+            for p in self.buckets[index]:
+                numel = _local(p).numel()
+                grad = flat[offset : offset + numel].view_as(_local(p))
+                offset += numel
+                if isinstance(p, DTensor):
+                    grad = DTensor.from_local(grad, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride())
+                p.grad = grad
+        self._in_flight.clear()
+        self._ready = [0] * len(self.buckets)
+        self._micro_batch = 0
+
+    def _grad_ready(self, param: torch.Tensor) -> None:
+        if self._micro_batch != self.num_micro_batches - 1:
+            return  # not the last micro-batch: the gradient keeps accumulating
+        self._ready[self._bucket_of[id(param)]] += 1
+        started = len(self._in_flight)
+        self._launch_in_order(force=False)
+        self.launched_in_backward += len(self._in_flight) - started
+
+    def _launch_in_order(self, force: bool) -> None:
+        """Start the next buckets whose gradients are all ready (all of them: `force`)."""
+        while len(self._in_flight) < len(self.buckets):
+            index = len(self._in_flight)
+            bucket = self.buckets[index]
+            if not force and self._ready[index] < len(bucket):
+                return
+            flat = torch.cat([_local(p.grad).reshape(-1) if p.grad is not None else _local(p).new_zeros(_local(p).numel()) for p in bucket])
+            work = dist.all_reduce(flat, group=self.group, async_op=True) if self.group is not None else None
+            self._in_flight.append((index, flat, work))
+
+
+def _make_buckets(params: list, cap_bytes: float, max_tensors: Optional[int]) -> list[list]:
+    """Parameters in reverse order, cut into buckets of one dtype and device, each up to
+    `cap_bytes` (a larger parameter gets a bucket of its own) and `max_tensors` tensors."""
+    buckets: list[list] = []
+    size = 0.0
+    for p in reversed(params):
+        local = _local(p)
+        nbytes = local.numel() * local.element_size()
+        current = buckets[-1] if buckets else None
+        fits = (
+            current is not None
+            and _local(current[0]).dtype == local.dtype
+            and _local(current[0]).device == local.device
+            and size + nbytes <= cap_bytes
+            and (max_tensors is None or len(current) < max_tensors)
+        )
+        if fits:
+            current.append(p)
+            size += nbytes
+        else:
+            buckets.append([p])
+            size = nbytes
+    return buckets
+
+
 def holds(tensor: torch.Tensor) -> bool:
     """Whether this rank holds data of `tensor`: False for another pipeline stage's
     parameters (a DTensor on a mesh without this rank, or a freed `meta` placeholder)."""
@@ -854,12 +966,24 @@ def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float, norm_ty
     torch._foreach_mul_([_local(g) for g in grads], coef.to(_local(grads[0]).device))
     return total
 
-def make_gradient_reducer(model: torch.nn.Module, num_micro_batches: int) -> Optional[GradientReducer]:
-    """The exact reducer for the gradients of `model`'s parameters this rank trains, or
-    None when a step has one micro-batch on one data-parallel replica (nothing to sum).
-    Makes the replicas' weights equal first."""
+def make_gradient_reducer(
+    model: torch.nn.Module,
+    num_micro_batches: int,
+    exact: bool = False,
+    bucket_cap_mb: float = 25.0,
+    bucket_max_tensors: Optional[int] = None,
+    overlap: bool = True,
+) -> Optional[Union[GradientReducer, BucketedGradientReducer]]:
+    """The reducer for the gradients of `model`'s parameters this rank trains: DDP's way
+    (`BucketedGradientReducer`, buckets of `bucket_cap_mb` / `bucket_max_tensors`, started
+    during backward unless `overlap=False`) or, with `exact`, the float64
+    `GradientReducer`; None when a step has one micro-batch on one data-parallel replica
+    (nothing to sum). Makes the replicas' weights equal first."""
     if num_micro_batches == 1 and get_data_parallel_size() == 1:
         return None
     broadcast_parameters(model)
-    return GradientReducer([p for p in model.parameters() if holds(p)], num_micro_batches)
+    params = [p for p in model.parameters() if holds(p)]
+    if exact:
+        return GradientReducer(params, num_micro_batches)
+    return BucketedGradientReducer(params, num_micro_batches, bucket_cap_mb, bucket_max_tensors, overlap)
 

@@ -27,12 +27,14 @@ What stage 1 keeps of "ZeRO-1" is its accumulation: full gradients are summed lo
 reduced once per step (fewest messages); stages 2/3 reduce every micro-batch so that only
 gradient shards outlive a backward.
 
-Exactness. The trainer's `GradientReducer` sums micro-batch gradients in float64 so that
-every layout takes the same step; ZeRO keeps that property: gradients are reduced in
-float64 (`MixedPrecisionPolicy(reduce_dtype=float64)`), summed over micro-batches in
-float64, divided once by `num_micro_batches x dp` (FSDP2's gradient divide factor) and
-rounded once to the parameter dtype. Pass `reduce_dtype=torch.float32` to halve the
-traffic at the cost of last-bit differences between layouts.
+Exactness. `apply_zero`'s default, `reduce_dtype=torch.float64`, keeps the property of the
+exact `GradientReducer`: gradients are reduced in float64
+(`MixedPrecisionPolicy(reduce_dtype=float64)`), summed over micro-batches in float64,
+divided once by `num_micro_batches x dp` (FSDP2's gradient divide factor) and rounded once
+to the parameter dtype, so every layout takes the same step. The trainer asks for that
+only with `train.dist.exact_reduction=True`; by default it passes `reduce_dtype=None` (the
+gradients' own dtype, FSDP2's default: half the traffic, last-bit differences between
+layouts).
 
 Use, in the one place that builds the model and optimizer::
 
@@ -82,7 +84,7 @@ def apply_zero(
     *,
     mesh: Optional[DeviceMesh] = None,
     wrap_classes: Sequence[Union[str, type]] = DEFAULT_WRAP_CLASS_NAMES,
-    reduce_dtype: torch.dtype = torch.float64,
+    reduce_dtype: Optional[torch.dtype] = torch.float64,
     pipeline: bool = False,
     ignored_params: Optional[set] = None,
 ) -> tuple[nn.Module, Optional[Union["ZeroGradientReducer", dist_util.GradientReducer]]]:
@@ -106,7 +108,9 @@ def apply_zero(
         wrap_classes: submodule classes (or class names) sharded as their own FSDP groups,
             so that stage 3 gathers one of them at a time. A module whose parameters are
             also used outside its own `forward` (tied embeddings) must not be listed.
-        reduce_dtype: dtype of gradient reduction and accumulation (float64: exact).
+        reduce_dtype: dtype of gradient reduction and accumulation (float64: exact; None:
+            the gradients' own, FSDP2's default, as the trainer uses unless
+            `train.dist.exact_reduction`).
         pipeline: True when a `torch.distributed.pipelining` schedule drives backward: it
             already turns gradient sync off for all but the final reduction, so the reducer
             only divides; build the schedule with `scale_grads=False`.
@@ -123,7 +127,7 @@ def apply_zero(
     if mesh is None:
         if dist_util.get_data_parallel_size() == 1:
             logger.info("ZeRO stage %d asked for with one data-parallel rank: nothing to shard", stage)
-            return model, dist_util.make_gradient_reducer(model, num_micro_batches)
+            return model, dist_util.make_gradient_reducer(model, num_micro_batches, exact=reduce_dtype == torch.float64)
         mesh = dist_util.get_stage_placement(dist_util.get_pipeline_parallel_rank())["dp"]
     ignored = {id(p) for p in ignored_params or ()}
     params = [p for p in model.parameters() if id(p) not in ignored]
