@@ -66,11 +66,17 @@ def runs(tmp_path_factory):
     for name, (nproc, overrides) in LAYOUTS.items():
         out[name] = str(root / name)
         _train(nproc, out[name], *overrides)
-    # Saved under dp2·tp2·pp2 after 10 steps, resumed under 1·1·1 and under dp1·tp2·pp2.
-    for name, (nproc, overrides) in (("resume_dp1_tp1", LAYOUTS["dp1_tp1"]), ("resume_dp1_tp2_pp2", LAYOUTS["dp1_tp2_pp2"])):
+    # Saved under dp2·tp2·pp2 after 10 steps, resumed under 1·1·1 and under dp1·tp2·pp2; and
+    # saved by one process (plain tensors), resumed under dp2·tp2 (DTensors).
+    resumes = (
+        ("resume_dp1_tp1", "dp2_tp2_pp2", LAYOUTS["dp1_tp1"]),
+        ("resume_dp1_tp2_pp2", "dp2_tp2_pp2", LAYOUTS["dp1_tp2_pp2"]),
+        ("resume_dp2_tp2_from_one_process", "dp1_tp1", LAYOUTS["dp2_tp2"]),
+    )
+    for name, saved_by, (nproc, overrides) in resumes:
         out[name] = str(root / name)
         os.makedirs(out[name])
-        shutil.copytree(os.path.join(out["dp2_tp2_pp2"], "model_0000009"), os.path.join(out[name], "model_0000009"))
+        shutil.copytree(os.path.join(out[saved_by], "model_0000009"), os.path.join(out[name], "model_0000009"))
         with open(os.path.join(out[name], "last_checkpoint"), "w") as f:
             f.write("model_0000009")
         _train(nproc, out[name], *overrides, resume=True)
@@ -155,9 +161,12 @@ def test_two_nodes_train_like_four_local_processes(runs, tmp_path, processes_per
     assert all(ours[i] == pytest.approx(reference[i], rel=1e-6) for i in range(20))
 
 
-@pytest.mark.parametrize("resumed", ["resume_dp1_tp1", "resume_dp1_tp2_pp2"])
-def test_checkpoint_resumes_under_another_layout(runs, resumed):
-    _assert_same_curve(losses_by_iter(runs[resumed]), losses_by_iter(runs["dp2_tp2_pp2"]), range(10, 20), resumed)
+@pytest.mark.parametrize(
+    "resumed, saved_by",
+    [("resume_dp1_tp1", "dp2_tp2_pp2"), ("resume_dp1_tp2_pp2", "dp2_tp2_pp2"), ("resume_dp2_tp2_from_one_process", "dp1_tp1")],
+)
+def test_checkpoint_resumes_under_another_layout(runs, resumed, saved_by):
+    _assert_same_curve(losses_by_iter(runs[resumed]), losses_by_iter(runs[saved_by]), range(10, 20), resumed)
 
 
 def test_pipeline_errors_are_one_line(tmp_path):

@@ -7,12 +7,13 @@ model's `forward` argument names.
 
 The metadata is checked once per batch (`DistTensorData.stack` checks the first sample's
 and that the others agree; `model_input` checks a field that was never stacked), not in
-every sample's constructor.
+every sample's constructor, which only stores what it is given: a dataset builds one
+`Instance` and a few `DistTensorData` per sample, so they must cost about as much as a
+tuple of tensors (measured in benchmarks/trainer_overhead.py, the MLP workload).
 """
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
@@ -50,6 +51,8 @@ class DistTensorData:
     is laid out over the stage's ("dp", "tp") mesh, and `to_global` applies it.
     """
 
+    __slots__ = ("tensor", "_sbp", "placement_idx", "_checked")
+
     def __init__(
         self,
         tensor: torch.Tensor,
@@ -62,10 +65,23 @@ class DistTensorData:
                 f"wrap the value with torch.as_tensor(...)"
             )
         self.tensor = tensor
-        # A bare string would otherwise be read one character at a time.
-        self.sbp_list = [sbp_list] if isinstance(sbp_list, str) else list(sbp_list)
+        # Kept as given (no copy per sample): `sbp_list` reads it as a list, `check`
+        # validates it.
+        self._sbp = sbp_list
         self.placement_idx = placement_idx
         self._checked = False
+
+    @property
+    def sbp_list(self) -> list:
+        """The layout strings, one per mesh axis, e.g. ["split_0", "broadcast"]."""
+        if not isinstance(self._sbp, list):
+            # A bare string would otherwise be read one character at a time.
+            self._sbp = [self._sbp] if isinstance(self._sbp, str) else list(self._sbp)
+        return self._sbp
+
+    @sbp_list.setter
+    def sbp_list(self, value: Sequence[str]) -> None:
+        self._sbp = value
 
     def check(self) -> "DistTensorData":
         """Validate `sbp_list` and `placement_idx` (once); raise a one-line error if bad."""
@@ -74,6 +90,7 @@ class DistTensorData:
             self.placement_idx = check_placement_idx(self.placement_idx)
             self._checked = True
         return self
+
 
     def model_input(self, name: str) -> torch.Tensor:
         """This rank's view of the field as the model's `forward` argument `name`.
@@ -143,9 +160,29 @@ class DistTensorData:
 
     @staticmethod
     def stack(dist_tensor_list: Sequence["DistTensorData"]) -> "DistTensorData":
-        """Stack equally shaped `DistTensorData` with equal `sbp_list`/`placement_idx` along a new dim 0."""
+        """Stack equally shaped `DistTensorData` with equal `sbp_list`/`placement_idx` along a new dim 0.
+
+        The first sample's layout is validated; the others must carry the same objects (a
+        dataset passing the same constants, the usual case, costs one identity test per
+        sample) or equal values. Anything else is explained item by item.
+        """
         if len(dist_tensor_list) == 0:
             raise ValueError("DistTensorData.stack got an empty list: pass at least one item")
+        first = dist_tensor_list[0]
+        if isinstance(first, DistTensorData):
+            sbp, place = first._sbp, first.placement_idx
+            try:
+                same = all(item._sbp is sbp and item.placement_idx == place for item in dist_tensor_list)
+                if same:
+                    stacked = torch.stack([item.tensor for item in dist_tensor_list], dim=0)
+                    return DistTensorData(stacked, sbp, place).check()
+            except (AttributeError, RuntimeError, TypeError):
+                pass  # explained below
+        return DistTensorData._stack_checked(dist_tensor_list)
+
+    @staticmethod
+    def _stack_checked(dist_tensor_list: Sequence["DistTensorData"]) -> "DistTensorData":
+        """`stack` with every sample checked, each problem named with its item."""
         first = dist_tensor_list[0]
         if isinstance(first, DistTensorData):
             first.check()
@@ -189,9 +226,9 @@ class Instance:
     """
 
     def __init__(self, **fields: Any) -> None:
-        self._fields: OrderedDict[str, Any] = OrderedDict()
-        for name, value in fields.items():
-            self.set(name, value)
+        # The keyword arguments' own dict (ordered, and new for each call), straight into
+        # __dict__: one Instance per sample, so no copy and no per-field calls.
+        self.__dict__["_fields"] = fields
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_"):
@@ -227,7 +264,7 @@ class Instance:
             raise KeyError(f"Instance has no field {name!r}; fields: {list(self._fields)}")
         return self._fields[name]
 
-    def get_fields(self) -> "OrderedDict[str, Any]":
+    def get_fields(self) -> dict[str, Any]:
         """The fields as an ordered mapping (the object itself, not a copy)."""
         return self._fields
 
@@ -257,6 +294,14 @@ class Instance:
         """
         if len(instances) == 0:
             raise ValueError("Instance.stack got an empty list: pass at least one Instance")
+        first = instances[0]
+        if type(first) is Instance:
+            names = first._fields.keys()
+            try:
+                if all(inst._fields.keys() == names for inst in instances):
+                    return _stack_fields(list(names), instances)
+            except AttributeError:
+                pass  # not all Instances: explained below
         for i, inst in enumerate(instances):
             if not isinstance(inst, Instance):
                 raise TypeError(
@@ -270,14 +315,19 @@ class Instance:
                     f"Instance.stack: item {i} has fields {list(inst.get_fields())} but item 0 has "
                     f"{names}: return the same fields from every sample"
                 )
-        batch = Instance()
-        for name in names:
-            batch.set(name, _stack_values(name, [inst.get(name) for inst in instances]))
-        return batch
+        return _stack_fields(names, instances)
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={_short_repr(v)}" for k, v in self._fields.items())
         return f"Instance({inner})"
+
+
+def _stack_fields(names: list, instances: Sequence[Instance]) -> Instance:
+    """Each field of `names` stacked over `instances` (which all have these fields)."""
+    batch = Instance()
+    for name in names:
+        batch.set(name, _stack_values(name, [inst._fields[name] for inst in instances]))
+    return batch
 
 
 def _stack_values(name: str, values: list) -> Any:
