@@ -55,14 +55,18 @@ def build_trainer(output_dir: str, total_iters: int) -> DefaultTrainer:
     return DefaultTrainer(cfg)
 
 
-def plain_loop(model, optimizer, scheduler, loader, iters: int) -> float:
+def instance_tensors(batch) -> tuple:
+    """(images, labels) of a batch of the MNIST project's loader (an Instance)."""
+    return batch.get("images").tensor, batch.get("labels").tensor
+
+
+def plain_loop(model, optimizer, scheduler, loader, iters: int, unpack=instance_tensors) -> float:
     """The loop a user writes by hand; returns seconds for `iters` iterations."""
     data = iter(loader)
     clip = _clip_groups(optimizer)
     start = time.perf_counter()
     for _ in range(iters):
-        batch = next(data)
-        images, labels = batch.get("images").tensor, batch.get("labels").tensor
+        images, labels = unpack(next(data))
         loss = model(images=images, labels=labels)["losses"]
         loss.backward()
         for params, max_norm, norm_type in clip:
@@ -131,24 +135,6 @@ def build_mlp_trainer(output_dir: str, total_iters: int) -> DefaultTrainer:
     return DefaultTrainer(cfg)
 
 
-def plain_mlp_loop(model, optimizer, scheduler, loader, iters: int) -> float:
-    """The hand-written loop over `(images, labels)` batches; returns seconds."""
-    data = iter(loader)
-    clip = _clip_groups(optimizer)
-    start = time.perf_counter()
-    for _ in range(iters):
-        images, labels = next(data)
-        loss = model(images=images, labels=labels)["losses"]
-        loss.backward()
-        for params, max_norm, norm_type in clip:
-            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        loss.item()
-    return time.perf_counter() - start
-
-
 def collate_ms(collate, samples: list, repeats: int = 50) -> float:
     """Milliseconds per batch of `collate(samples)`, best of `repeats`."""
     best = float("inf")
@@ -180,7 +166,7 @@ def main() -> None:
             run_workload(
                 args, "mlp", build_mlp_trainer,
                 lambda cfg: endless(DataLoader(plain_data, batch_size=128, shuffle=True, drop_last=True)),
-                plain_mlp_loop,
+                lambda *a: plain_loop(*a, unpack=tuple),
             )
             samples = RandomDigits()
             print(f"collate per batch of 128: Instance.stack {collate_ms(Instance.stack, [samples[i] for i in range(128)]):.3f} ms, "
