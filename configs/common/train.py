@@ -84,8 +84,8 @@ train = dict(
         # A pipeline stage id per layer, overriding the even split; None: even split.
         custom_pipeline_stage_id=None,
         # True: sum the micro-batch gradients in float64 in one buffer and all-reduce it
-        # after backward (ZeRO: reduce-scatter in float64), so every layout takes the same
-        # step bit for bit. It sends twice the bytes of the default float32 buckets and
+        # after backward (ZeRO: reduce-scatter in float64), so any split over data-parallel
+        # ranks and micro-batches takes the same step bit for bit. It sends twice the bytes of the default float32 buckets and
         # does not overlap backward (measured in BENCHMARKS.md, ddp_comparison.py).
         exact_reduction=False,
     ),

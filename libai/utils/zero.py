@@ -31,7 +31,7 @@ Exactness. `apply_zero`'s default, `reduce_dtype=torch.float64`, keeps the prope
 exact `GradientReducer`: gradients are reduced in float64
 (`MixedPrecisionPolicy(reduce_dtype=float64)`), summed over micro-batches in float64,
 divided once by `num_micro_batches x dp` (FSDP2's gradient divide factor) and rounded once
-to the parameter dtype, so every layout takes the same step. The trainer asks for that
+to the parameter dtype, so every data-parallel split takes the same step. The trainer asks for that
 only with `train.dist.exact_reduction=True`; by default it passes `reduce_dtype=None` (the
 gradients' own dtype, FSDP2's default: half the traffic, last-bit differences between
 layouts).

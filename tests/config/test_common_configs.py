@@ -42,6 +42,7 @@ def test_train_defaults() -> None:
         "pipeline_parallel_size": 1,
         "pipeline_num_layers": None,
         "custom_pipeline_stage_id": None,
+        "exact_reduction": False,
     }
     assert train.pipeline.schedule == "1F1B"
     assert (train.device, train.input_placement_device, train.rdma_enabled) == ("auto", "cuda", True)
