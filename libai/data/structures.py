@@ -91,7 +91,6 @@ class DistTensorData:
             self._checked = True
         return self
 
-
     def model_input(self, name: str) -> torch.Tensor:
         """This rank's view of the field as the model's `forward` argument `name`.
 

@@ -194,9 +194,10 @@ class EagerTrainer(TrainerBase):
     The model follows LiBai's contract: `model(**batch)` returns a dict and every value
     whose key contains "loss" is summed into the loss. When a step sums several
     micro-batch gradients (accumulation or data parallelism), the gradient reducer averages
-    them: in buckets that overlap backward, as DDP does, or exactly in float64
-    (`train.dist.exact_reduction`), so that the update equals the one of a single global
-    batch on one process, bit for bit. Gradients are clipped per `clip_grad_max_norm` / `clip_grad_norm_type` found in the
+    them: by default in buckets that overlap backward, as DDP does (the update equals the
+    one of a single global batch on one process up to float32 rounding), or with
+    `train.dist.exact_reduction` in float64, bit for bit over any data-parallel split and
+    micro-batching. Gradients are clipped per `clip_grad_max_norm` / `clip_grad_norm_type` found in the
     optimizer's parameter groups (see `get_default_optimizer_params`).
 
     Args:
@@ -317,7 +318,6 @@ class EagerTrainer(TrainerBase):
             storage.put_scalar("total_loss", sum(metrics.values()), iteration=iteration)
             for name, value in dict(data_time=data_time, **metrics).items():
                 storage.put_scalar(name, value, iteration=iteration)
-
 
     @staticmethod
     def _check_finite(metrics: dict, iteration: int, found_inf: Optional[torch.Tensor]) -> None:

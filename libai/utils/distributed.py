@@ -760,10 +760,7 @@ class GradientReducer:
             dist.all_reduce(self.buffer, group=get_data_parallel_group())
         self.buffer.div_(self.divisor)
         for p, view in zip(self.params, self.views):
-            grad = view.to(p.dtype)
-            if isinstance(p, DTensor):
-                grad = DTensor.from_local(grad, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride())
-            p.grad = grad
+            p.grad = _grad_like(p, view.to(p.dtype))
         self.buffer.zero_()
 
 
@@ -805,7 +802,8 @@ class BucketedGradientReducer:
         self._ready = [0] * len(self.buckets)
         self._in_flight: list[tuple[int, torch.Tensor, Any]] = []
         self._micro_batch = 0
-        # Buckets started inside backward in the last step (overlap; for tests and logs).
+        # Buckets started inside backward, counted over all steps so far (the overlap;
+        # for tests and logs).
         self.launched_in_backward = 0
         if overlap:
             for p in self.params:
@@ -825,11 +823,8 @@ class BucketedGradientReducer:
             offset = 0
             for p in self.buckets[index]:
                 numel = _local(p).numel()
-                grad = flat[offset : offset + numel].view_as(_local(p))
+                p.grad = _grad_like(p, flat[offset : offset + numel].view_as(_local(p)))
                 offset += numel
-                if isinstance(p, DTensor):
-                    grad = DTensor.from_local(grad, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride())
-                p.grad = grad
         self._in_flight.clear()
         self._ready = [0] * len(self.buckets)
         self._micro_batch = 0
@@ -852,6 +847,16 @@ class BucketedGradientReducer:
             flat = torch.cat([_local(p.grad).reshape(-1) if p.grad is not None else _local(p).new_zeros(_local(p).numel()) for p in bucket])
             work = dist.all_reduce(flat, group=self.group, async_op=True) if self.group is not None else None
             self._in_flight.append((index, flat, work))
+
+
+def _grad_like(param: torch.Tensor, local_grad: torch.Tensor) -> torch.Tensor:
+    """`local_grad` (this rank's part) as a gradient of `param`: a DTensor with the
+    parameter's mesh and placements when `param` is one, else as it is."""
+    if isinstance(param, DTensor):
+        return DTensor.from_local(
+            local_grad, param.device_mesh, param.placements, run_check=False, shape=param.shape, stride=param.stride()
+        )
+    return local_grad
 
 
 def _make_buckets(params: list, cap_bytes: float, max_tensors: Optional[int]) -> list[list]:
