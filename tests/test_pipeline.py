@@ -228,6 +228,61 @@ def _two_sgd_steps() -> list[dict]:
     return out
 
 
+def _micro_batch_list_steps(schedule: str) -> dict:
+    """Steps given the list of micro-batches: the stage computes with the loader's tensors
+    themselves (no concatenation), and after the first step (shape inference, loss names)
+    no pickled object crosses between ranks."""
+    import torch.distributed as torch_dist
+
+    from libai.engine.pipeline import build_pipeline
+
+    object_calls = {"count": 0}
+    names = ("broadcast_object_list", "send_object_list", "recv_object_list", "all_gather_object")
+    originals = {name: getattr(torch_dist, name) for name in names}
+
+    def counted(fn):
+        def wrapper(*args, **kwargs):
+            object_calls["count"] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    torch.manual_seed(0)
+    model = TinyGPT()
+    seen_ids = []
+    model.tokens.register_forward_hook(lambda m, args, out: seen_ids.append(args[0].data_ptr()))
+    engine = build_pipeline(model, MICRO, schedule)
+    batch = _local_batch()
+    rows = batch["input_ids"].shape[0] // MICRO
+    micro_batches = [{k: v[i * rows : (i + 1) * rows].clone() for k, v in batch.items()} for i in range(MICRO)]
+    object_calls_per_step = []
+    for name in names:
+        setattr(torch_dist, name, counted(originals[name]))
+    try:
+        for step in range(3):
+            object_calls["count"] = 0
+            seen_ids.clear()
+            losses = engine.step(micro_batches)
+            object_calls_per_step.append(object_calls["count"])
+            if step == 0:
+                grads = _mean_grads(engine, summed_over_micro=True)
+                first_losses = _dp_mean(losses)
+            for p in engine.parameters():
+                p.grad = None
+    finally:
+        for name, fn in originals.items():
+            setattr(torch_dist, name, fn)
+    loader_ids = [mb["input_ids"].data_ptr() for mb in micro_batches]
+    return {
+        "losses": first_losses,
+        "grads": grads,
+        "object_calls_per_step": object_calls_per_step,
+        # Every stage replays forward; the first one computes with the token ids.
+        "stage_saw_loader_tensors": set(seen_ids) == set(loader_ids) if engine.is_first else None,
+        "wrong_count": _error(lambda: engine.step(micro_batches[:-1])),
+    }
+
+
 def _error(fn) -> str:
     try:
         fn()
@@ -243,6 +298,8 @@ def _worker_pp2() -> dict:
     dist.setup_dist_util({"pipeline_parallel_size": 2, "pipeline_num_layers": LAYERS}, device="cpu")
     result = {s: _train_one(s) for s in ("GPipe", "1F1B", "Interleaved1F1B")}
     result["two_steps"] = _two_sgd_steps()
+    result["list_1F1B"] = _micro_batch_list_steps("1F1B")
+    result["list_Interleaved1F1B"] = _micro_batch_list_steps("Interleaved1F1B")
     result["loss_scale"] = _train_variant("1F1B", "loss_scale")
     result["compiled"] = _train_variant("1F1B", "compiled")
     result["no_layer_idx"] = _error(lambda: build_pipeline(nn.Sequential(nn.Linear(2, 2)), MICRO))
@@ -347,6 +404,17 @@ def test_pp2_second_step_continues_like_one_process(pp2, reference):
         for step in range(2):
             for key, value in reference[step][0].items():
                 assert abs(rank["two_steps"][step][key] - value) < TOL, (step, key)
+
+
+@pytest.mark.parametrize("schedule", ["1F1B", "Interleaved1F1B"])
+def test_pp2_micro_batch_list_is_used_as_is(pp2, reference, schedule):
+    ranks = [r[f"list_{schedule}"] for r in pp2]
+    _check_equal_to_reference(ranks, reference, num_stages_ranks=2)
+    assert ranks[0]["stage_saw_loader_tensors"] is True
+    for rank in ranks:
+        first, *later = rank["object_calls_per_step"]
+        assert first > 0 and later == [0, 0], rank["object_calls_per_step"]
+        assert "step got 3 micro-batches, but the pipeline runs 4 per step" in rank["wrong_count"]
 
 
 def test_pp2_clear_errors(pp2):

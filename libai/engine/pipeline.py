@@ -74,7 +74,11 @@ float64 instead); `reducer.reduce()` then leaves the mean over micro-batches and
 data-parallel replicas, as in the eager trainer.
 
 Inputs: `step(batch)` takes this rank's data-parallel shard of every field (plain tensors,
-or DTensors this rank holds) on every stage, because every stage replays `forward`.
+or DTensors this rank holds) on every stage, because every stage replays `forward`: either
+the whole batch, which the schedule splits into micro-batches (views, no copy), or the
+list of micro-batches as the loader made them. A list is not concatenated for the schedule
+to split again: the schedule splits a `torch.arange(num_microbatches)` instead (its
+documented dim-0 split), and each stage looks its micro-batch up by that index.
 """
 from __future__ import annotations
 
@@ -103,6 +107,10 @@ SCHEDULES = {
     "1F1B": Schedule1F1B,
     "Interleaved1F1B": ScheduleInterleaved1F1B,
 }
+
+
+# The keyword under which `step` hands the schedule micro-batch indices instead of data.
+_MICRO_BATCH_INDEX = "_libai_micro_batch_index"
 
 
 class PipelineError(ValueError):
@@ -258,7 +266,7 @@ class _StageModule(nn.Module):
         """The boundary output; on the last stage the losses (for the schedule), or the
         model's whole output dict when the engine evaluates."""
         self._gather_root_parameters()
-        output = self.run(received, inputs)
+        output = self.run(received, self._engine._micro_batch_inputs(inputs))
         if self.stage == self.num_stages - 1 and not self._engine.evaluating:
             return self._losses(output)
         return output
@@ -564,6 +572,8 @@ class PipelineEngine:
         self.evaluating = False
         self._loss_key_list: Optional[list[str]] = None
         self._metric_keys: Optional[list[str]] = None
+        # This step's micro-batches when `step` is given a list (see `_index_micro_batches`).
+        self._micro_batches: Optional[list[dict[str, Any]]] = None
         self._owned = self._drop_foreign_parameters()
         # Each block's own forward (the stand-ins call it on the block's stage).
         self.block_forward: dict[str, Callable] = {}
@@ -720,19 +730,45 @@ class PipelineEngine:
             inputs[key] = value
         return inputs
 
-    def step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    def _index_micro_batches(self, micro_batches: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Keep the prepared micro-batches for this step; the schedule gets only their
+        indices to split (a CPU tensor, so reading one back is no device sync)."""
+        if len(micro_batches) != self.num_microbatches:
+            raise PipelineError(
+                f"step got {len(micro_batches)} micro-batches, but the pipeline runs "
+                f"{self.num_microbatches} per step (train.num_accumulation_steps)"
+            )
+        self._micro_batches = [self._prepare_inputs(mb, split=False) for mb in micro_batches]
+        return {_MICRO_BATCH_INDEX: torch.arange(self.num_microbatches)}
+
+    def _micro_batch_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """A stage's forward inputs: the micro-batch `step` was given, when it was given a
+        list (the schedule then passes only the micro-batch's index)."""
+        index = inputs.get(_MICRO_BATCH_INDEX)
+        if index is None:
+            return inputs
+        return self._micro_batches[int(index)]
+
+    def step(self, batch: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """Forward and backward all micro-batches of `batch`; return the mean losses.
 
         `batch` maps the model's `forward` argument names to this rank's data-parallel shard
-        (split along dim 0 into micro-batches; non-tensors are passed to every micro-batch).
+        (split along dim 0 into micro-batches; non-tensors are passed to every micro-batch),
+        or is the list of `num_microbatches` such micro-batches, used as they are.
         Returns {loss key: float64 0-dim tensor}, the mean over micro-batches, on every rank
         of the pipeline (broadcast from the last stage).
         """
-        inputs = self._prepare_inputs(batch)
+        if isinstance(batch, Mapping):
+            inputs = self._prepare_inputs(batch)
+        else:
+            inputs = self._index_micro_batches(batch)
         target = torch.zeros(self.num_microbatches, device=dist.get_device())
         losses: list[torch.Tensor] = []
         self._hold_gradient_sync()
-        outputs = self.schedule.step(target=target, losses=losses, **inputs)
+        try:
+            outputs = self.schedule.step(target=target, losses=losses, **inputs)
+        finally:
+            self._micro_batches = None
         means = None
         if self.is_last:
             values = _as_tensors(outputs, "the last stage")

@@ -350,7 +350,7 @@ class PipelineTrainer(EagerTrainer):
     micro-batches (`libai.engine.pipeline.PipelineEngine`), then the same reduction,
     clipping and optimizer step as `EagerTrainer`.
 
-    The micro-batches are the loader's, concatenated and split again by the engine, so
+    The micro-batches are the loader's, handed to the engine as they are (no copy), so
     every layout sees the same micro-batches. Weights held by the first and the last stage
     (tied word embeddings) get their two gradients summed before clipping. With fp16 the
     last stage's schedule loss is multiplied by the GradScaler's scale, and every rank
@@ -369,17 +369,13 @@ class PipelineTrainer(EagerTrainer):
         """Run the schedule over one global step's micro-batches, then step the optimizer."""
         start = time.perf_counter()
         micro_batches = [self.next_batch() for _ in range(self.grad_acc_steps)]
-        batch = {
-            key: torch.cat([mb[key] for mb in micro_batches]) if torch.is_tensor(value) else value
-            for key, value in micro_batches[0].items()
-        }
         data_time = time.perf_counter() - start
         if self.grad_scaler is not None:
             # Only the last stage scales a loss; this makes the scale exist on every rank,
             # which `unscale_` needs (the same value everywhere: the overflow flag is shared).
             self.grad_scaler.scale(torch.zeros((), device=dist.get_device()))
         with self._autocast():
-            loss_means = self.engine.step(batch)
+            loss_means = self.engine.step(micro_batches)
         if self._reducer is not None:
             self._reducer.reduce()
         dist.sync_first_last_grads(self.engine.shared_parameters())
