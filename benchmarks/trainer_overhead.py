@@ -220,6 +220,8 @@ def run_workload(args, name: str, build, build_plain_loader, plain_steps) -> Non
     print(f"[{name}] plain loop     : {plain_its:8.1f} it/s (median)")
     print(f"[{name}] DefaultTrainer : {trainer_its:8.1f} it/s (median)")
     print(f"[{name}] ratio trainer/plain = {ratio:.3f} {'PASS' if ratio >= required else 'FAIL'} (required >= {required})")
+    rounds = " ".join(f"{t / p:.3f}" for t, p in zip(trainer_rates, plain_rates))
+    print(f"[{name}] per-round ratios: {rounds}")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,22 @@ def keep_mask(
     return mask
 
 
+def sdpa_mask(
+    attention_mask: Optional[torch.Tensor], tgt_len: int, src_len: int, causal: bool, device: torch.device
+) -> tuple[Optional[torch.Tensor], bool]:
+    """`(attn_mask, is_causal)` for `F.scaled_dot_product_attention`.
+
+    When the only mask is causal and queries and keys have the same length (training, or a
+    prompt without a cache), SDPA's own `is_causal=True` and no mask tensor: no [q, k]
+    mask is built per layer, and on CUDA the flash kernel, which takes no mask, can run.
+    Otherwise the `keep_mask`. (The results are equal: on one CPU thread the two forms
+    give identical outputs at the same speed.)
+    """
+    if causal and attention_mask is None and tgt_len == src_len:
+        return None, True
+    return keep_mask(attention_mask, tgt_len, src_len, causal, device), False
+
+
 class MultiheadAttention(nn.Module):
     """LiBai's multi-head attention: self attention (fused QKV) or cross attention.
 
@@ -169,8 +185,8 @@ class MultiheadAttention(nn.Module):
             use_cache = False  # the cache object is the present
         query, key, value = self._project(hidden_states, to_local(encoder_states), past_key_value)
         present = (key, value) if use_cache else None
-        mask = self._build_mask(to_local(attention_mask), query.shape[2], key.shape[2], query.device)
-        context = self._attend(query, key, value, mask)
+        mask, is_causal = self._build_mask(to_local(attention_mask), query.shape[2], key.shape[2], query.device)
+        context = self._attend(query, key, value, mask, is_causal)
         # [b, heads, q, head_size] -> [b, q, heads * head_size]: this rank's slice of hidden.
         output = self.dense(context.transpose(1, 2).flatten(2))
         if self.bias_dropout_fusion:
@@ -204,17 +220,22 @@ class MultiheadAttention(nn.Module):
             value = torch.cat((past_value.to(value.dtype), value), dim=2)
         return query, key, value
 
-    def _build_mask(self, attention_mask, tgt_len: int, src_len: int, device) -> Optional[torch.Tensor]:
-        """A boolean keep-mask broadcastable to [b, local_heads, q, k], or None."""
+    def _build_mask(self, attention_mask, tgt_len: int, src_len: int, device) -> tuple[Optional[torch.Tensor], bool]:
+        """A boolean keep-mask broadcastable to [b, local_heads, q, k] (or None), and whether
+        SDPA should apply the causal mask itself (`sdpa_mask`)."""
         if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[1] == self.num_heads and self.tp_size > 1:
             # A per-head mask: keep this rank's heads.
             attention_mask = attention_mask[:, self.head_start : self.head_start + self.local_heads]
-        return keep_mask(attention_mask, tgt_len, src_len, self.attn_mask_type == AttnMaskType.causal, device)
+        return sdpa_mask(attention_mask, tgt_len, src_len, self.attn_mask_type == AttnMaskType.causal, device)
 
-    def _attend(self, query, key, value, mask) -> torch.Tensor:
+    def _attend(self, query, key, value, mask, is_causal: bool) -> torch.Tensor:
         if self.training and self.attention_dropout_prob > 0.0:
+            if is_causal:
+                mask = keep_mask(None, query.shape[2], key.shape[2], True, query.device)
             return self._attend_with_dropout(query, key, value, mask)
-        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=self.norm_factor)
+        return F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, is_causal=is_causal, scale=self.norm_factor
+        )
 
     def _attend_with_dropout(self, query, key, value, mask) -> torch.Tensor:
         """Attention with dropout drawn for ALL heads, each rank keeping its heads' part.
@@ -354,9 +375,10 @@ class GroupedQueryAttention(nn.Module):
         query, key = apply_rotary(query, key, *position_embeddings)
         if past_key_value is not None:
             key, value = past_key_value.update(self.layer_idx, key, value)
-        mask = keep_mask(to_local(attention_mask), length, key.shape[2], True, query.device)
+        mask, is_causal = sdpa_mask(to_local(attention_mask), length, key.shape[2], True, query.device)
         context = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask, scale=self.head_size**-0.5, enable_gqa=self.local_kv_heads != self.local_heads
+            query, key, value, attn_mask=mask, is_causal=is_causal, scale=self.head_size**-0.5,
+            enable_gqa=self.local_kv_heads != self.local_heads,
         )
         return self.o_proj(context.transpose(1, 2).flatten(2))
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as torch_dist
+import torch.nn.functional as F
 from torch import nn
 
 from libai.utils import distributed as dist
@@ -76,6 +77,12 @@ class ParallelCrossEntropyLoss(nn.Module):
             )
         target = target.long().clamp(min=0)
         # float32 keeps exp/log stable when the model runs in half precision.
+        if dist.get_tensor_parallel_size() == 1 and torch.compiler.is_compiling():
+            # The whole vocabulary is here, and the compiler fuses the native loss better
+            # than the hand-written passes below (fwd+bwd of a [1024 x 8192] loss on one
+            # CPU thread: 166 ms against 175; in eager mode the hand-written form is faster,
+            # 184 ms against 205).
+            return F.cross_entropy(logits.float().flatten(0, -2), target.flatten(), reduction="none").view_as(target)
         # One tensor-parallel rank has no group to reduce over (and needs no layout).
         group = dist.get_tensor_parallel_group() if dist.get_tensor_parallel_size() > 1 else None
         return _VocabParallelCrossEntropy.apply(logits.float(), target, group)

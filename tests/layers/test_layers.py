@@ -607,3 +607,59 @@ def test_cross_entropy_checks_shapes():
     dist.setup_dist_util({}, device="cpu")
     with pytest.raises(ValueError, match="must agree on all but the last"):
         ParallelCrossEntropyLoss()(torch.zeros(2, 3, 8), torch.zeros(2, 4, dtype=torch.long))
+
+
+def test_compiled_cross_entropy_equals_the_hand_written_one():
+    """On one tensor-parallel rank a compiled model takes the native loss (`is_compiling`):
+    same per-token values and gradients as the eager, hand-written form, -1 targets too."""
+    from libai.layers import ParallelCrossEntropyLoss
+
+    dist.setup_dist_util({}, device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 11, generator=generator)
+    target = torch.randint(0, 11, (2, 5), generator=generator)
+    target[0, 0] = -1
+    results = []
+    for run in (ParallelCrossEntropyLoss(), torch.compile(ParallelCrossEntropyLoss(), backend="aot_eager")):
+        x = logits.clone().requires_grad_()
+        loss = run(x, target)
+        (loss * torch.arange(10.0).view(2, 5)).sum().backward()
+        results.append((loss.detach(), x.grad))
+    (eager_loss, eager_grad), (compiled_loss, compiled_grad) = results
+    assert eager_loss.shape == target.shape
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-6, atol=1e-6)
+
+
+def test_sdpa_mask_lets_sdpa_apply_a_plain_causal_mask():
+    from libai.layers.attention import keep_mask, sdpa_mask
+
+    assert sdpa_mask(None, 4, 4, causal=True, device="cpu") == (None, True)
+    # A cache (fewer queries than keys) needs the mask aligned to the last query.
+    mask, is_causal = sdpa_mask(None, 1, 4, causal=True, device="cpu")
+    assert not is_causal and torch.equal(mask, keep_mask(None, 1, 4, True, "cpu"))
+    padding = torch.tensor([[1, 1, 0, 1]])
+    mask, is_causal = sdpa_mask(padding, 4, 4, causal=True, device="cpu")
+    assert not is_causal and torch.equal(mask, keep_mask(padding, 4, 4, True, "cpu"))
+    assert sdpa_mask(None, 4, 4, causal=False, device="cpu") == (None, False)
+
+
+def test_causal_attention_is_the_same_with_sdpa_is_causal_and_an_explicit_mask():
+    """No mask (SDPA's is_causal) and an all-ones padding mask (the explicit causal mask)
+    give the same output and gradients."""
+    from libai.layers import MultiheadAttention
+    from libai.layers.attention import AttnMaskType
+
+    dist.setup_dist_util({}, device="cpu")
+    torch.manual_seed(0)
+    layer = MultiheadAttention(16, 4, attn_mask_type=AttnMaskType.causal, layer_idx=0)
+    x = torch.randn(2, 6, 16)
+    outputs = []
+    for mask in (None, torch.ones(2, 1, 1, 6)):
+        layer.zero_grad()
+        out = layer(x, attention_mask=mask)
+        out.square().sum().backward()
+        outputs.append((out.detach(), [p.grad.clone() for p in layer.parameters()]))
+    torch.testing.assert_close(outputs[0][0], outputs[1][0], rtol=1e-6, atol=1e-6)
+    for a, b in zip(outputs[0][1], outputs[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
