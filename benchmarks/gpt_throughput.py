@@ -31,7 +31,8 @@ steps (which include compilation), rounds alternate trainer / plain / plain / tr
 so that machine noise hits both alike; each round times `--steps` steps (device synchronised
 at the end). Tokens/s = batch * seq * steps / seconds; per mode the script prints the median
 tokens/s of each side and the median over rounds of the paired ratio trainer/plain, with
-PASS when it is >= 0.95 (exit status 0 either way: benchmarks are informative). The same
+PASS when it is >= 1.0 in eager mode and >= 0.98 compiled (the speed issue's targets; exit
+status 0 either way: benchmarks are informative). The same
 ratio per CPU second of this process (`time.process_time`) follows: on a CPU shared with
 other jobs it moves much less than the wall-clock one (on a GPU only the wall clock counts).
 
@@ -79,7 +80,8 @@ from libai.utils import distributed as dist  # noqa: E402
 from libai.utils.events import EventStorage  # noqa: E402
 from tests.helpers.tiny_gpt import SyntheticTokens  # noqa: E402
 
-REQUIRED_RATIO = 0.95
+# The speed issue's targets, per mode.
+REQUIRED_RATIO = {"eager": 1.0, "compiled": 0.98}
 DATASET_SIZE = 1024
 
 
@@ -536,11 +538,12 @@ def report(shape: Shape, args: argparse.Namespace, results: list[ModeResult], pe
     print(f"{'mode':<9} {'plain tok/s':>12} {'trainer tok/s':>14} {'trainer/plain':>14} {'MFU plain':>10} {'MFU trainer':>12}  verdict")
     for res in results:
         plain, trainer = res.median_rate("plain"), res.median_rate("trainer")
-        verdict = "PASS" if res.ratio() >= REQUIRED_RATIO else "FAIL"
+        required = REQUIRED_RATIO[res.mode]
+        verdict = "PASS" if res.ratio() >= required else "FAIL"
         print(
             f"{res.mode:<9} {plain:12.0f} {trainer:14.0f} {res.ratio():14.3f} "
             f"{100 * plain * fpt / 1e9 / peak:9.1f}% {100 * trainer * fpt / 1e9 / peak:11.1f}%  "
-            f"{verdict} (required >= {REQUIRED_RATIO})"
+            f"{verdict} (required >= {required})"
         )
     print()
     for res in results:

@@ -4,7 +4,8 @@
 Both train the same model (same initial weights), on the same data loader, with the same
 optimizer (AdamW, LiBai's default parameter groups), gradient clipping and LR schedule.
 The trainer runs with its default hooks (timer, LR scheduler, checkpointer, writers with
-console line, metrics.json and TensorBoard every `log_period`). Rounds alternate between
+console line, metrics.json and TensorBoard every `log_period`) and, as in `train()`, with the
+heap that existed before training frozen out of the garbage collector (`train.gc_freeze`). Rounds alternate between
 the two so that machine noise hits both alike; the ratio of medians is printed.
 
 A second workload, `--workload mlp` (both run by default), is the MLP of LiBai's MNIST
@@ -35,7 +36,7 @@ from libai.config import LazyCall, LazyConfig, get_config, merge_update  # noqa:
 from libai.data.build import build_image_train_loader  # noqa: E402
 from libai.data.structures import DistTensorData, Instance  # noqa: E402
 from libai.engine import DefaultTrainer, default_setup  # noqa: E402
-from libai.engine.trainer import _clip_groups  # noqa: E402
+from libai.engine.trainer import _clip_groups, frozen_heap  # noqa: E402
 from libai.utils.events import EventStorage  # noqa: E402
 
 
@@ -186,13 +187,17 @@ def run_workload(args, name: str, build, build_plain_loader, plain_steps) -> Non
         plain_loader = build_plain_loader(trainer.cfg)
 
         def trainer_loop(first: int, iters: int) -> float:
-            """The trainer's own iterations with all hooks; returns seconds."""
-            start = time.perf_counter()
-            for trainer.iter in range(first, first + iters):
-                trainer.before_step()
-                trainer.run_step()
-                trainer.after_step()
-            return time.perf_counter() - start
+            """The trainer's own iterations with all hooks, inside the trainer's
+            `frozen_heap` as `TrainerBase.train` runs them (entered and left outside the
+            timed span, so the plain rounds run with Python's garbage collector as a
+            hand-written loop has it); returns seconds."""
+            with frozen_heap(trainer.freeze_heap):
+                start = time.perf_counter()
+                for trainer.iter in range(first, first + iters):
+                    trainer.before_step()
+                    trainer.run_step()
+                    trainer.after_step()
+                return time.perf_counter() - start
 
         trainer_rates, plain_rates = [], []
         with EventStorage(0) as trainer.storage:

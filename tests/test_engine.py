@@ -1,4 +1,5 @@
 """Unit tests of the engine's pieces: batch sizes, auto-scaling, the step, graph fallback."""
+import gc
 import json
 import logging
 import types
@@ -271,6 +272,51 @@ def test_eager_trainer_trains_by_itself_like_a_hand_written_loop():
     assert trainer.iter == 5
     logged = [value for value, _ in trainer.storage.history("total_loss").values()]
     assert logged == pytest.approx(ref_losses, rel=1e-12)
+
+
+class _FreezeCountProbe:
+    """A hook that records how many objects the garbage collector ignores during a step."""
+
+    def __init__(self) -> None:
+        self.counts: list[int] = []
+
+    def before_train(self) -> None: ...
+
+    def before_step(self) -> None: ...
+
+    def after_step(self) -> None:
+        self.counts.append(gc.get_freeze_count())
+
+    def after_train(self) -> None: ...
+
+    def reads_metrics(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_training_freezes_the_existing_heap_and_gives_it_back(freeze):
+    torch.manual_seed(0)
+    model = _Regressor()
+    trainer = EagerTrainer(model, _instances(torch.randn(3, 4, 4), torch.randn(3, 4, 3)), torch.optim.SGD(model.parameters(), lr=0.1))
+    trainer.freeze_heap = freeze
+    probe = _FreezeCountProbe()
+    trainer.register_hooks([probe])
+    assert gc.get_freeze_count() == 0
+    trainer.train(0, 3)
+    assert all(count > 0 for count in probe.counts) if freeze else probe.counts == [0, 0, 0]
+    assert gc.get_freeze_count() == 0, "the heap is unfrozen after training"
+
+
+def test_a_heap_the_caller_froze_stays_frozen():
+    torch.manual_seed(0)
+    model = _Regressor()
+    trainer = EagerTrainer(model, _instances(torch.randn(2, 4, 4), torch.randn(2, 4, 3)), torch.optim.SGD(model.parameters(), lr=0.1))
+    gc.freeze()
+    try:
+        trainer.train(0, 2)
+        assert gc.get_freeze_count() > 0, "training did not unfreeze the caller's frozen heap"
+    finally:
+        gc.unfreeze()
 
 
 def _logged_run(tmp_path, log_period: int, monkeypatch) -> tuple[int, int, list]:

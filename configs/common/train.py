@@ -69,6 +69,10 @@ train = dict(
     # losses reach the host only then (and on evaluated and checkpointed iterations): no
     # device sync per step. Each step's losses are still recorded, and checked finite.
     log_period=20,
+    # Freeze the objects that exist before training out of Python's garbage collector while
+    # training runs (`libai.engine.trainer.frozen_heap`): the collector then stops walking
+    # the model, configs and hooks again each time a step's batch objects trigger it.
+    gc_freeze=True,
     # The trainer fills in optimizer, max_iter and warmup_iter.
     scheduler=LazyCall(WarmupCosineLR)(warmup_factor=0.001, alpha=0.01, warmup_method="linear"),
     dist=dict(

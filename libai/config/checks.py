@@ -76,6 +76,7 @@ _TRAIN_RULES: dict[str, _Rule] = {
     "train_epoch": _number_in(0),
     "warmup_ratio": _number_in(0, 1),
     "log_period": _int_at_least(1),
+    "gc_freeze": _BOOL,
     "seed": _int_at_least(0),
     "checkpointer.period": _int_at_least(1),
     "checkpointer.max_to_keep": _int_at_least(1, optional=True),

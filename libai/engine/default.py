@@ -413,6 +413,7 @@ class DefaultTrainer(TrainerBase):
         super().__init__()
         self.cfg = cfg
         train = cfg.train
+        self.freeze_heap = bool(try_get_key(cfg, "train.gc_freeze", default=True))
         self.tokenizer = self.build_tokenizer(cfg)
         self.train_loader, self.val_loader, test_split = self.build_train_loader(cfg, self.tokenizer)
         overfit_batches = try_get_key(cfg, "train.overfit_batches", default=0) or 0

@@ -33,6 +33,7 @@ def test_train_defaults() -> None:
     assert (ev.eval_metric, ev.eval_mode) == ("Acc@1", "max")
     assert ev.evaluator._target_.__name__ == "ClsEvaluator" and list(ev.evaluator.topk) == [1, 5]
     assert (train.load_weight, train.log_period, train.seed) == ("", 20, 1234)
+    assert train.gc_freeze is True
     sched = train.scheduler
     assert sched._target_.__name__ == "WarmupCosineLR"
     assert (sched.warmup_factor, sched.alpha, sched.warmup_method) == (0.001, 0.01, "linear")
