@@ -11,6 +11,7 @@
 Inside a config file `train.update(dict(...))` merges the same way (only while
 `LazyConfig.load` runs the file; importing libai leaves OmegaConf unchanged).
 """
+from .arguments import default_argument_parser
 from .checks import check_train_config
 from .config import configurable, get_config, packaged_config_dirs, try_get_key
 from .instantiate import instantiate, locate
@@ -37,6 +38,7 @@ __all__ = [
     "try_get_key",
     "merge_update",
     "check_train_config",
+    "default_argument_parser",
     "ConfigKeyError",
     "ConfigOverrideError",
     "ConfigKeyWarning",

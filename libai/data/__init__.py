@@ -1,5 +1,5 @@
 """Data: Instance/DistTensorData, samplers, loader builders, transforms and datasets."""
-from libai.data import datasets, transforms
+from libai.data import data_utils, datasets, transforms
 from libai.data.build import (
     build_image_test_loader,
     build_image_train_loader,
@@ -22,6 +22,7 @@ __all__ = [
     "build_nlp_test_loader",
     "build_nlp_train_loader",
     "build_nlp_train_val_test_loader",
+    "data_utils",
     "datasets",
     "transforms",
 ]

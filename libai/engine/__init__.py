@@ -1,6 +1,7 @@
 """Training engine: the loop, its hooks and the default trainer."""
 from libai.engine import hooks
-from libai.engine.default import DefaultTrainer, default_argument_parser, default_setup
+from libai.config.arguments import default_argument_parser
+from libai.engine.default import DefaultTrainer, default_setup
 from libai.engine.trainer import EagerTrainer, PipelineTrainer, TrainerBase, default_batch_fn
 
 __all__ = [

@@ -8,7 +8,6 @@ A tool (see `tools/train_net.py`) does:
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import inspect
@@ -29,6 +28,7 @@ from torch import nn
 from omegaconf import DictConfig, ListConfig
 
 from libai.config import LazyConfig, instantiate, try_get_key
+from libai.models.build import build_graph, build_model
 from libai.config.checks import TRAINER_GROUPS, check_train_config
 from libai.data.errors import DataError
 from libai.config.instantiate import locate
@@ -78,56 +78,6 @@ def check_vocab_size(model: nn.Module, tokenizer) -> None:
 # --------------------------------------------------------------------------------------
 # Command line and setup
 # --------------------------------------------------------------------------------------
-
-
-class _OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, with a command-line mistake reported like every other user error: one
-    `error: ...` line (naming --help) and status 2, instead of the usage block first."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
-def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
-    """The parser of LiBai's tools: `--config-file`, `--resume`, `--eval-only`,
-    `--fast-dev-run`, then `key=value` config overrides."""
-    parser = _OneLineErrorParser(
-        epilog=epilog
-        or (
-            "Examples:\n"
-            "  bash tools/train.sh tools/train_net.py projects/mnist/config.py 8\n"
-            "  python tools/train_net.py --config-file projects/mnist/config.py "
-            "train.train_iter=100 train.output_dir=output/try\n"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="resume from the last checkpoint in train.output_dir (model, optimizer, "
-        "scheduler, iteration and data position)",
-    )
-    parser.add_argument("--eval-only", action="store_true", help="evaluate the model, no training")
-    parser.add_argument(
-        "--fast-dev-run",
-        action="store_true",
-        help="a quick check: 20 iterations, evaluation every 10, log every iteration",
-    )
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        help="a fast dev run (a few iterations and one evaluation, nothing kept), then an overfit run on "
-        "train.overfit_batches batches (1 if unset) with a verdict: does the loss fall, which parameters "
-        "receive no gradient",
-    )
-    parser.add_argument(
-        "opts",
-        default=None,
-        nargs=argparse.REMAINDER,
-        help="config overrides as key=value, e.g. train.train_iter=100 train.dist.tensor_parallel_size=2",
-    )
-    return parser
 
 
 def default_setup(cfg, args) -> None:
@@ -738,23 +688,13 @@ class DefaultTrainer(TrainerBase):
 
     @classmethod
     def build_model(cls, cfg) -> nn.Module:
-        """Instantiate `cfg.model` on this rank's device."""
-        model = instantiate(cfg.model)
-        model.to(dist.get_device())
-        num_params = sum(p.numel() for p in model.parameters())
-        logger.info("Model: %s (%.3fM parameters)", type(model).__name__, num_params / 1e6)
-        return model
+        """Instantiate `cfg.model` on this rank's device (`libai.models.build_model`)."""
+        return build_model(cfg.model)
 
     @classmethod
     def build_graph(cls, cfg, model, optimizer=None, lr_scheduler=None, is_train: bool = True) -> nn.Module:
-        """Wrap `model` as `cfg.graph.train_graph` / `eval_graph` (a compiled `GraphBase`)."""
-        graph_cfg = cfg.graph.train_graph if is_train else cfg.graph.eval_graph
-        graph_cfg.model = model
-        if is_train:
-            graph_cfg.optimizer = optimizer
-            graph_cfg.lr_scheduler = lr_scheduler
-            graph_cfg.grad_acc_steps = cfg.train.num_accumulation_steps
-        return instantiate(graph_cfg)
+        """Wrap `model` as `cfg.graph.train_graph` / `eval_graph` (`libai.models.build_graph`)."""
+        return build_graph(cfg, model, optimizer, lr_scheduler, is_train)
 
     @classmethod
     def build_optimizer(cls, cfg, model: nn.Module) -> torch.optim.Optimizer:

@@ -4,19 +4,23 @@ A model written with these layers runs under any `train.dist` layout: each layer
 `layer_idx` (its pipeline stage), keeps its parameters as DTensors split or replicated over
 tensor-parallel ranks, and computes on this rank's local activations.
 """
+from .activation import Activation, build_activation
 from .attention import AttnMaskType, GroupedQueryAttention, MultiheadAttention
 from .cross_entropy import ParallelCrossEntropyLoss
 from .embedding import Embedding, TokenPositionEmbedding, VocabEmbedding
 from .kv_cache import KVCache
 from .layer_norm import LayerNorm, RMSLayerNorm
-from .linear import Linear, Linear1D
+from .linear import Conv1D, Linear, Linear1D
 from .lm_logits import LMLogits
 from .mlp import MLP, SwiGLU
 from .rotary import RotaryEmbedding
-from .transformer_layer import DropPath, TransformerLayer, enable_activation_checkpointing
+from .droppath import DropPath, drop_path
+from .transformer_layer import TransformerLayer, enable_activation_checkpointing
 
 __all__ = [
+    "Activation",
     "AttnMaskType",
+    "Conv1D",
     "DropPath",
     "Embedding",
     "GroupedQueryAttention",
@@ -34,5 +38,7 @@ __all__ = [
     "TokenPositionEmbedding",
     "TransformerLayer",
     "VocabEmbedding",
+    "build_activation",
+    "drop_path",
     "enable_activation_checkpointing",
 ]

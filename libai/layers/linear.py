@@ -18,6 +18,9 @@ _PARALLEL_MODES = ("data", "col", "row")
 class Linear1D(nn.Module):
     """Linear layer `y = x W^T + b` with LiBai's tensor-parallel modes.
 
+    The weight is (out_features, in_features), as in `torch.nn.Linear`; `Conv1D` is the
+    same layer with the weight stored (in_features, out_features), as GPT-2 stores it.
+
     Args:
         in_features: size of each input sample.
         out_features: size of each output sample.
@@ -27,12 +30,15 @@ class Linear1D(nn.Module):
             slice of the last dim) or "row" (weight split on the input dim: the input holds
             this rank's slice of the last dim; partial results are summed over
             tensor-parallel ranks, then the bias is added).
-        init_method: initialiser of the full (out_features, in_features) weight.
+        init_method: initialiser of the full weight (its shape is the class's layout).
         skip_bias_add: return `(output, bias)` without adding the bias, so the caller can
             fuse it with what follows (as LiBai and Megatron do).
         dtype: parameter dtype (default: torch's default dtype).
         layer_idx: index of the layer that owns it, which picks its pipeline stage.
     """
+
+    # Whether the weight is stored (in_features, out_features) (`Conv1D`).
+    weight_in_out = False
 
     def __init__(
         self,
@@ -63,10 +69,11 @@ class Linear1D(nn.Module):
         elif parallel == "row":
             check_divisible(in_features, self.tp_size, "row-parallel Linear in_features")
 
-        weight_placement = {"data": Replicate(), "col": Shard(0), "row": Shard(1)}[parallel]
-        self.weight = make_parameter(
-            full_init((out_features, in_features), init_method, dtype), mesh, weight_placement
-        )
+        # The output dim is split by "col", the input dim by "row".
+        out_dim, in_dim = (1, 0) if self.weight_in_out else (0, 1)
+        weight_placement = {"data": Replicate(), "col": Shard(out_dim), "row": Shard(in_dim)}[parallel]
+        shape = (in_features, out_features) if self.weight_in_out else (out_features, in_features)
+        self.weight = make_parameter(full_init(shape, init_method, dtype), mesh, weight_placement)
         if bias:
             # Megatron and LiBai start biases at zero (no RNG is drawn for them).
             bias_placement = Shard(0) if parallel == "col" else Replicate()
@@ -78,6 +85,8 @@ class Linear1D(nn.Module):
         """Apply the layer to this rank's activations (see the class docstring for layouts)."""
         x = to_local(x)
         weight = to_local(self.weight)
+        if self.weight_in_out:
+            weight = weight.t()
         bias = to_local(self.bias)
         if self.parallel == "col":
             # The replicated input feeds every rank's slice: its gradient is summed over tp.
@@ -119,3 +128,15 @@ class Linear1D(nn.Module):
 
 # LiBai exports the same class under both names.
 Linear = Linear1D
+
+
+class Conv1D(Linear1D):
+    """LiBai's (and GPT-2's) `Conv1D`: `y = x W + b` with the weight stored
+    (in_features, out_features), so GPT-2 checkpoints load without a transpose.
+
+    Same arguments and tensor-parallel modes as `Linear1D`: "col" splits the output dim
+    (weight dim 1), "row" the input dim (weight dim 0); `init_method` sees the
+    (in_features, out_features) weight.
+    """
+
+    weight_in_out = True

@@ -8,27 +8,11 @@ from torch.utils.checkpoint import checkpoint
 from torch import nn
 
 from .attention import AttnMaskType, MultiheadAttention
+from .droppath import DropPath
 from .kv_cache import KVCache
 from .layer_norm import LayerNorm
 from .mlp import MLP
 from .utils import InitMethod, to_local
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: zero a whole sample's residual branch with probability `drop_prob`."""
-
-    def __init__(self, drop_prob: float = 0.0) -> None:
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Keep each sample with probability 1 - drop_prob, scaled by 1 / (1 - drop_prob)."""
-        if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep_prob = 1.0 - self.drop_prob
-        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
-        keep = torch.rand(shape, dtype=x.dtype, device=x.device) < keep_prob
-        return x * keep / keep_prob
 
 
 class TransformerLayer(nn.Module):

@@ -1,4 +1,5 @@
 """LiBai's model zoo, built from `libai.layers` (runs under any data/tensor/pipeline layout)."""
+from .build import build_graph, build_model
 from .bert_model import BertForClassification, BertForPreTraining, BertModel
 from .gpt_model import GPTForPreTraining, GPTModel
 from .llama import LlamaForCausalLM, LlamaModel
@@ -16,4 +17,6 @@ __all__ = [
     "T5Model",
     "T5ForPreTraining",
     "VisionTransformer",
+    "build_graph",
+    "build_model",
 ]

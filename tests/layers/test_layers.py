@@ -192,19 +192,31 @@ def _leaf_pair(full, part):
 # --------------------------------------------------------------------------------------
 
 
+class RefConv1D(nn.Module):
+    """GPT-2's Conv1D in plain torch: `x @ weight + bias`, weight (in, out)."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight + self.bias
+
+
 def _check_linear(lay):
-    from libai.layers import Linear
+    from libai.layers import Conv1D, Linear
 
     errors = {}
     x = _data(B, S, H, seed=1)
-    for mode in ("data", "col", "row"):
+    for cls, ref_cls, mode in [(c, r, m) for c, r in ((Linear, nn.Linear), (Conv1D, RefConv1D)) for m in ("data", "col", "row")]:
         torch.manual_seed(1)
-        layer = Linear(H, FFN, parallel=mode)
-        ref = _load(nn.Linear(H, FFN), layer)
+        layer = cls(H, FFN, parallel=mode)
+        ref = _load(ref_cls(H, FFN), layer)
         in_part = (lambda t: lay.split(lay.batch(t))) if mode == "row" else lay.batch
         loc, full = _leaf_pair(x, in_part)
         leaves = [(loc, full, in_part)]
-        errors.update(_compare(lay, f"linear_{mode}", layer, ref, [loc], [full], leaves, out_split=mode == "col"))
+        errors.update(_compare(lay, f"{cls.__name__}_{mode}", layer, ref, [loc], [full], leaves, out_split=mode == "col"))
     # A whole input to a row-parallel layer is split by the layer itself.
     torch.manual_seed(1)
     layer = Linear(H, FFN, parallel="row")
@@ -663,3 +675,76 @@ def test_causal_attention_is_the_same_with_sdpa_is_causal_and_an_explicit_mask()
     torch.testing.assert_close(outputs[0][0], outputs[1][0], rtol=1e-6, atol=1e-6)
     for a, b in zip(outputs[0][1], outputs[1][1]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_conv1d_stores_the_weight_in_by_out():
+    from libai.layers import Conv1D
+
+    dist.setup_dist_util({}, device="cpu")
+    layer = Conv1D(4, 6)
+    x = torch.randn(3, 4)
+    assert layer.weight.shape == (4, 6)
+    torch.testing.assert_close(layer(x), x @ layer.weight + layer.bias)
+
+
+def test_build_activation_and_drop_path():
+    from libai.layers import Activation, build_activation, drop_path
+
+    x = torch.linspace(-3, 3, 13)
+    expected = {
+        "gelu": F.gelu(x),
+        "gelu_tanh": F.gelu(x, approximate="tanh"),
+        "relu": F.relu(x),
+        "leaky_relu": F.leaky_relu(x),
+        "tanh": torch.tanh(x),
+        "squared_relu": F.relu(x) ** 2,
+        "quick_gelu": x * torch.sigmoid(1.702 * x),
+    }
+    assert set(expected) == {a.value for a in Activation}
+    for name, value in expected.items():
+        torch.testing.assert_close(build_activation(name)(x), value)
+        torch.testing.assert_close(build_activation(Activation(name))(x), value)
+    assert isinstance(build_activation(None), nn.Identity)
+    with pytest.raises(ValueError, match="unknown activation 'swish': use one of"):
+        build_activation("swish")
+
+    batch = torch.ones(2000, 3)
+    assert drop_path(batch, 0.5, training=False) is batch
+    dropped = drop_path(batch, 0.25, training=True)
+    kept = dropped[:, 0] != 0
+    assert torch.all(dropped[kept] == 1 / 0.75), "kept samples are scaled by 1 / keep_prob"
+    assert torch.all((dropped == 0).all(dim=1) | (dropped != 0).all(dim=1)), "whole samples are dropped"
+    assert 0.2 < 1 - kept.float().mean().item() < 0.3
+
+
+def test_libai_import_paths_resolve():
+    """The import paths LiBai's configs and projects use."""
+    import importlib
+
+    paths = {
+        "libai.data.data_utils": ["get_indexed_dataset", "MMapIndexedDataset"],
+        "libai.models.utils": ["GraphBase"],
+        "libai.config": ["default_argument_parser", "LazyCall", "instantiate", "try_get_key"],
+        "libai.models": ["build_model", "build_graph"],
+        "libai.layers": ["Conv1D", "build_activation", "drop_path", "DropPath"],
+        "libai.engine": ["default_argument_parser", "DefaultTrainer", "default_setup"],
+    }
+    for module, names in paths.items():
+        loaded = importlib.import_module(module)
+        for name in names:
+            assert hasattr(loaded, name), f"{module}.{name}"
+    from libai.config import default_argument_parser
+    from libai.engine import default_argument_parser as engine_parser
+
+    assert engine_parser is default_argument_parser
+    args = default_argument_parser().parse_args(["--config-file", "c.py", "train.train_iter=3"])
+    assert (args.config_file, args.opts) == ("c.py", ["train.train_iter=3"])
+
+
+def test_build_model_instantiates_on_this_ranks_device():
+    from libai.config import LazyCall
+    from libai.models import build_model
+
+    dist.setup_dist_util({}, device="cpu")
+    model = build_model(LazyCall(nn.Linear)(in_features=2, out_features=3))
+    assert isinstance(model, nn.Linear) and model.weight.device.type == "cpu"
