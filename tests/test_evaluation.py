@@ -41,12 +41,17 @@ def test_cls_evaluator_topk_percent():
     assert evaluator.evaluate() == {"Acc@1": 25.0, "Acc@2": 75.0, "Acc@5": 100.0}
     evaluator.reset()
     assert evaluator.evaluate() == {"Acc@1": 0.0, "Acc@2": 0.0, "Acc@5": 0.0}
+    # LiBai's BertForClassification names its scores "logits".
+    evaluator.process({"labels": labels}, {"logits": logits})
+    assert evaluator.evaluate() == {"Acc@1": 25.0, "Acc@2": 75.0, "Acc@5": 100.0}
 
 
 def test_cls_evaluator_clear_errors():
     evaluator = ClsEvaluator()
-    with pytest.raises(KeyError, match="prediction_scores"):
-        evaluator.process({"labels": torch.zeros(2)}, {"logits": torch.zeros(2, 3)})
+    with pytest.raises(KeyError, match="'prediction_scores' or 'logits'"):
+        evaluator.process({"labels": torch.zeros(2)}, {"scores": torch.zeros(2, 3)})
+    with pytest.raises(KeyError, match="inputs\\['labels'\\]"):
+        evaluator.process({"label": torch.zeros(2)}, {"logits": torch.zeros(2, 3)})
     with pytest.raises(ValueError, match=r"\(batch, classes\)"):
         evaluator.process({"labels": torch.zeros(2)}, {"prediction_scores": torch.zeros(3, 3)})
 

@@ -800,7 +800,7 @@ class PipelineEngine:
 
         The stages run one after another with blocking sends of the boundary tensors
         (shapes travel first, so any batch size works); the last stage's output dict (only
-        its `keys` when given, e.g. the logits but not a generation cache that stays on
+        those of its `keys` it has when given, e.g. the logits but not a generation cache that stays on
         each stage) is then broadcast over the pipeline group, so evaluators and generation
         run unchanged on every rank.
         """
@@ -820,7 +820,7 @@ class PipelineEngine:
                 if stage < self.num_stages - 1:
                     _send_tensors(result, group, (stage + 1) % pp)
                 else:
-                    output = result if keys is None else {k: result[k] for k in keys}
+                    output = result if keys is None else {k: result[k] for k in keys if k in result}
         finally:
             self.evaluating = False
         box = [output]

@@ -28,10 +28,27 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, topk: Sequence[int]
     return [int(cumulative[:, min(k, maxk) - 1].sum().item()) for k in topk]
 
 
+# The output keys that hold class scores [batch, classes]: LiBai's vision models say
+# "prediction_scores", its BertForClassification "logits".
+CLASS_SCORE_KEYS = ("prediction_scores", "logits")
+
+
+def class_scores(outputs: Mapping[str, Any]) -> Any:
+    """The class scores [batch, classes] of a model's output dict: its "prediction_scores",
+    else its "logits"; a `KeyError` naming both when it has neither."""
+    for key in CLASS_SCORE_KEYS:
+        if key in outputs:
+            return outputs[key]
+    raise KeyError(
+        f"the model's outputs {sorted(outputs)} hold no class scores: return them as "
+        f"'prediction_scores' or 'logits' [batch, classes]"
+    )
+
+
 class ClsEvaluator(DatasetEvaluator):
     """Top-k accuracy in percent: ``{"Acc@1": ..., "Acc@5": ...}``.
 
-    Reads ``outputs["prediction_scores"]`` (batch, classes) and ``inputs["labels"]`` (batch,).
+    Reads ``outputs["prediction_scores"]`` (or ``outputs["logits"]``) (batch, classes) and ``inputs["labels"]`` (batch,).
     """
 
     def __init__(self, topk: Sequence[int] = (1, 5)) -> None:
@@ -47,14 +64,12 @@ class ClsEvaluator(DatasetEvaluator):
 
     def process(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
         """Count the correct top-k predictions of one batch."""
-        if "prediction_scores" not in outputs or "labels" not in inputs:
+        if "labels" not in inputs:
             raise KeyError(
-                f"ClsEvaluator reads outputs['prediction_scores'] and inputs['labels'], got "
-                f"outputs {sorted(outputs)} and inputs {sorted(inputs)}: rename the model's "
-                f"output or the dataset field"
+                f"ClsEvaluator reads inputs['labels'], got inputs {sorted(inputs)}: rename the dataset field"
             )
         labels = inputs["labels"]
-        correct = topk_correct(outputs["prediction_scores"], labels, self.topk)
+        correct = topk_correct(class_scores(outputs), labels, self.topk)
         self._num_samples += int(labels.shape[0])
         self._num_correct = [a + b for a, b in zip(self._num_correct, correct)]
 

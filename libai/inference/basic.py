@@ -118,12 +118,13 @@ class BasePipeline:
     @torch.no_grad()
     def model_forward(self, inputs: dict, keys: Optional[tuple] = None) -> dict:
         """The model's output dict for keyword `inputs`, through the pipeline stages when
-        there are several (every rank gets the last stage's values of `keys`, default all)."""
+        there are several (every rank gets the last stage's values of those of `keys` the
+        output has, default all)."""
         inputs = {k: v.to(dist.get_device()) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         if self.engine is not None:
             return self.engine.eval_forward(inputs, keys=keys)
         output = self.model(**inputs)
-        return output if keys is None else {k: output[k] for k in keys}
+        return output if keys is None else {k: output[k] for k in keys if k in output}
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
         """preprocess -> forward -> postprocess, with the constructor's parameters updated by `kwargs`."""

@@ -5,17 +5,20 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from libai.evaluation.cls_evaluator import CLASS_SCORE_KEYS, class_scores
+
 from .basic import BasePipeline, PipelineError
 
 
 class ClassificationPipeline(BasePipeline):
-    """A pipeline whose model returns class scores (`prediction_scores` [n, classes]);
+    """A pipeline whose model returns class scores (`prediction_scores` or `logits`
+    [n, classes]);
     subclasses turn raw inputs into `{"inputs": model kwargs, "single": bool}`."""
 
     def forward(self, model_inputs: dict) -> dict:
         """The class scores [n, classes]."""
-        output = self.model_forward(model_inputs["inputs"], keys=("prediction_scores",))
-        return {"scores": output["prediction_scores"], "single": model_inputs["single"]}
+        output = self.model_forward(model_inputs["inputs"], keys=CLASS_SCORE_KEYS)
+        return {"scores": class_scores(output), "single": model_inputs["single"]}
 
     def postprocess(
         self, model_outputs: dict, labels: Optional[Sequence[str]] = None, return_all_scores: bool = False

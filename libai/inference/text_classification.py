@@ -16,7 +16,7 @@ class TextClassificationPipeline(ClassificationPipeline):
 
     Texts are tokenized as in training ([CLS] text [SEP], truncated to `max_seq_length`
     keeping the final [SEP]) and fed as `input_ids`, `attention_mask`, `tokentype_ids` (the
-    argument names of `BertForClassification`). The model's `prediction_scores` go through
+    argument names of `BertForClassification`). The model's `logits` go through
     a softmax.
 
     Parameters (constructor defaults, or per call): `max_seq_length` (default: the config's

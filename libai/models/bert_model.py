@@ -388,9 +388,9 @@ class BertForClassification(nn.Module):
     """BERT with a classifier on the pooled [CLS] output (LiBai's `BertForClassification(cfg)`).
 
     Reads `cfg.num_labels` and `cfg.classifier_dropout` (default: hidden_dropout_prob).
-    `forward(input_ids, attention_mask, tokentype_ids=None, labels=None)` returns
-    `{"total_loss"}` in training with labels and `{"prediction_scores": [b, num_labels]}`
-    otherwise.
+    `forward(input_ids, attention_mask, tokentype_ids=None, labels=None)` returns LiBai's
+    keys: `{"cls_loss"}` in training with labels and `{"logits": [b, num_labels]}` otherwise
+    (`ClsEvaluator` and the classification pipelines read `logits` as the class scores).
     """
 
     def __init__(self, cfg) -> None:
@@ -423,5 +423,5 @@ class BertForClassification(nn.Module):
         logits = self.classifier(self.dropout(pooled_output))
         if labels is not None and self.training:
             loss = self.loss_func(logits.float().view(-1, self.num_labels), to_local(labels).long().view(-1))
-            return {"total_loss": loss}
-        return {"prediction_scores": logits}
+            return {"cls_loss": loss}
+        return {"logits": logits}

@@ -220,11 +220,11 @@ def test_bert_for_classification():
     model = BertForClassification(BERT_CFG)
     x, mask = ids(), padding_mask()
     losses = model(x, mask, labels=torch.tensor([0, 2, 1]))
-    assert set(losses) == {"total_loss"} and torch.isfinite(losses["total_loss"])
-    losses["total_loss"].backward()
+    assert set(losses) == {"cls_loss"} and torch.isfinite(losses["cls_loss"])
+    losses["cls_loss"].backward()
     assert_every_parameter_has_a_gradient(model, skip=("seq_relationship",))
     model.eval()
-    assert model(x, mask)["prediction_scores"].shape == (B, 3)
+    assert set(model(x, mask)) == {"logits"} and model(x, mask)["logits"].shape == (B, 3)
 
 
 def test_bert_configs_build_from_get_config():
