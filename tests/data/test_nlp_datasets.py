@@ -371,13 +371,22 @@ def test_packaged_data_configs_build_loaders(
     cfg = get_config(f"common/data/{name}_dataset.py")
     tokenizer = build_tokenizer(cfg.tokenization)
     assert cfg.tokenization.padded_vocab_size % 128 == 0 and cfg.tokenization.padded_vocab_size >= len(tokenizer)
-    overrides = [f"dataloader.train.dataset.0.{key}={value}" for key, value in lengths.items()]
-    overrides += [f"dataloader.train.dataset.0.data_prefix={data_dir / prefix}",
-                  f"dataloader.train.dataset.0.indexed_dataset.data_prefix={data_dir / prefix}",
-                  "dataloader.train.num_workers=0"]
+    overrides = []
+    for node in ("dataloader.train.dataset.0", "dataloader.test.0.dataset"):
+        overrides += [f"{node}.{key}={value}" for key, value in lengths.items()]
+        overrides += [f"{node}.data_prefix={data_dir / prefix}", f"{node}.indexed_dataset.data_prefix={data_dir / prefix}"]
+    overrides += ["dataloader.train.num_workers=0", "+dataloader.test.0.num_workers=0"]
     cfg = LazyConfig.apply_overrides(cfg, overrides)
     cfg.dataloader.train.train_batch_size = 2  # DefaultTrainer sets it from train.train_micro_batch_size
     cfg.dataloader.train.dataset[0].tokenizer = tokenizer  # what DefaultTrainer does
     train, valid, test = instantiate(cfg.dataloader.train)
     assert tuple(next(iter(train)).get(field).tensor.shape) == shape
     assert valid is not None
+    # LiBai's test section: the first 10 samples of the same data, in batches of 4.
+    (test_cfg,) = cfg.dataloader.test
+    test_cfg.dataset.tokenizer = tokenizer
+    loader = instantiate(test_cfg)
+    assert len(loader.dataset) == 10
+    # Three full batches: the last two rows are padding the evaluator drops.
+    batches = list(loader)
+    assert [tuple(b.get(field).tensor.shape) for b in batches] == [(4, *shape[1:])] * 3

@@ -8,12 +8,16 @@ Create the indexed data once (from the repository root):
 
 Point the config at other data by overriding both prefixes (LiBai lists it twice), e.g.
 `dataloader.train.dataset.0.data_prefix=PREFIX dataloader.train.dataset.0.indexed_dataset.data_prefix=PREFIX`.
+The test section (`dataloader.test.0.dataset`) has the same two prefixes: override them too,
+or drop the section with `del dataloader.test` in a config file.
 The trainer passes the tokenizer to each dataset.
 """
+import copy
+
 from omegaconf import OmegaConf
 
 from libai.config import LazyCall
-from libai.data.build import build_nlp_train_val_test_loader
+from libai.data.build import build_nlp_test_loader, build_nlp_train_val_test_loader
 from libai.data.datasets import GPT2Dataset
 from libai.data.indexed import get_indexed_dataset
 from libai.tokenizer import GPT2Tokenizer
@@ -44,3 +48,10 @@ dataloader.train = LazyCall(build_nlp_train_val_test_loader)(
     weights=[1.0],
     num_workers=4,
 )
+
+# LiBai's test section: the first 10 samples of the same data, in batches of 4. A config
+# that points the train dataset elsewhere points this one there too (LiBai's configs set
+# `dataloader.test[0].dataset.data_prefix` and its `indexed_dataset.data_prefix`).
+_test_dataset = copy.deepcopy(dataloader.train.dataset[0])
+_test_dataset.max_num_samples = 10
+dataloader.test = [LazyCall(build_nlp_test_loader)(dataset=_test_dataset, test_batch_size=4)]

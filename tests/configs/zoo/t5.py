@@ -18,6 +18,7 @@ dataset.indexed_dataset = LazyCall(shakespeare_indexed_dataset)(
 )
 dataset.update(max_seq_length=32, max_seq_length_dec=16)
 dataloader.train.num_workers = 0
+del dataloader.test  # evaluation is off in the layout tests
 
 # 30,522 WordPiece tokens + [BOS], [EOS] and 100 sentinels, padded to 128 x 2.
 model.cfg.update(vocab_size=30720, hidden_size=64, hidden_layers=2, num_attention_heads=4, intermediate_size=128,
