@@ -17,6 +17,7 @@ SMALL_NLP = [
     "train.train_epoch=0",
     "train.log_period=1",
     "train.evaluation.eval_period=3",
+    "train.evaluation.eval_iter=3",
     "train.checkpointer.period=100",
     "train.amp.enabled=False",
     "dataloader.train.num_workers=0",
