@@ -6,8 +6,10 @@ from .build import (
     is_norm_module,
     reduce_param_groups,
 )
+from .lamb import LAMB
 
 __all__ = [
+    "LAMB",
     "build_optimizer",
     "get_default_optimizer_params",
     "is_norm_module",
