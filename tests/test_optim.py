@@ -289,3 +289,29 @@ def test_build_optimizer_from_packaged_default_config():
     hyper = {(g["weight_decay"], len(g["params"])) for g in opt.param_groups}
     assert hyper == {(0.01, 5), (0.0, 7)}
     assert all(g["clip_grad_max_norm"] == 1.0 for g in opt.param_groups)
+
+
+def test_decay_and_no_decay_groups_follow_swin_v2_rule():
+    from libai.optim import decay_and_no_decay_groups
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(3, 3)
+            self.norm = nn.LayerNorm(3)
+            self.logit_scale = nn.Parameter(torch.ones(2, 1, 1))
+            self.cpb_mlp = nn.Linear(2, 2)
+            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, 4, 3))
+
+    model = Block()
+    decay, no_decay = decay_and_no_decay_groups(
+        model, skip_list=("absolute_pos_embed"), skip_keywords=("cpb_mlp", "logit_scale")
+    )
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    assert [name_of[id(p)] for p in decay["params"]] == ["proj.weight"]
+    assert sorted(name_of[id(p)] for p in no_decay["params"]) == sorted(
+        ["proj.bias", "norm.weight", "norm.bias", "logit_scale", "cpb_mlp.weight", "cpb_mlp.bias", "absolute_pos_embed"]
+    )
+    assert no_decay["weight_decay"] == 0.0 and "weight_decay" not in decay
+    with pytest.raises(ValueError, match="needs the model"):
+        decay_and_no_decay_groups()

@@ -2,6 +2,7 @@
 
 from .build import (
     build_optimizer,
+    decay_and_no_decay_groups,
     get_default_optimizer_params,
     is_norm_module,
     reduce_param_groups,
@@ -11,6 +12,7 @@ from .lamb import LAMB
 __all__ = [
     "LAMB",
     "build_optimizer",
+    "decay_and_no_decay_groups",
     "get_default_optimizer_params",
     "is_norm_module",
     "reduce_param_groups",

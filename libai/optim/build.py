@@ -197,6 +197,38 @@ def _warn_unused_overrides(unused: set[str], model: nn.Module) -> None:
         )
 
 
+def decay_and_no_decay_groups(
+    model: nn.Module | None = None,
+    skip_list: Sequence[str] | str = (),
+    skip_keywords: Sequence[str] | str = (),
+) -> list[dict[str, Any]]:
+    """Two param groups by Swin V2's rule: no weight decay on 1-D parameters (norms,
+    biases), parameters named ``*.bias``, parameters whose full name is in `skip_list`, and
+    parameters whose full name contains one of `skip_keywords`; the optimizer's weight decay
+    on the rest.
+
+    LiBai's Swin V2 configs define this rule inline (``set_weight_decay``); here it is one
+    function, e.g. ``LazyCall(decay_and_no_decay_groups)(skip_keywords=("logit_scale",))``
+    (``build_optimizer`` fills in `model`). A single string is one name, not its letters.
+    """
+    if model is None:
+        raise ValueError("decay_and_no_decay_groups needs the model; build_optimizer(cfg, model) sets it for you")
+    skip_list = (skip_list,) if isinstance(skip_list, str) else tuple(skip_list)
+    skip_keywords = (skip_keywords,) if isinstance(skip_keywords, str) else tuple(skip_keywords)
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        skipped = (
+            param.dim() == 1
+            or name.endswith(".bias")
+            or name in skip_list
+            or any(keyword in name for keyword in skip_keywords)
+        )
+        (no_decay if skipped else decay).append(param)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def reduce_param_groups(params: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Merge param groups with equal hyperparameters (first-seen order kept).
 
