@@ -26,6 +26,8 @@ from libai.tokenizer.offline import bert_vocab_file
 
 DATA_PREFIX = "data/shakespeare_bert_text_sentence"
 NUM_SENTINELS = 100
+# T5's sentinel tokens (LiBai's name for the list).
+special_tokens = [f"<extra_id_{i}>" for i in range(NUM_SENTINELS)]
 
 tokenization = OmegaConf.create()
 tokenization.tokenizer = LazyCall(BertTokenizer)(
@@ -34,7 +36,7 @@ tokenization.tokenizer = LazyCall(BertTokenizer)(
     # New tokens, appended after the 30,522 of the vocabulary: [BOS], [EOS], then the sentinels.
     bos_token="[BOS]",
     eos_token="[EOS]",
-    additional_special_tokens=[f"<extra_id_{i}>" for i in range(NUM_SENTINELS)],
+    additional_special_tokens=special_tokens,
 )
 tokenization.append_eod = False
 # The embedding gets padded to a multiple of this times the tensor-parallel size.

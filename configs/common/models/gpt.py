@@ -29,7 +29,8 @@ cfg = dict(
     activation="gelu",
 )
 
-GPT_model = LazyCall(GPTModel)(cfg=cfg)
+gpt_model = LazyCall(GPTModel)(cfg=cfg)
+GPT_model = gpt_model  # the name in older LiBai configs
 pretrain_model = LazyCall(GPTForPreTraining)(cfg=cfg)
 # The name the trainer reads (`cfg.model`).
 model = pretrain_model
