@@ -24,6 +24,7 @@ import torch.distributed as torch_dist
 from torch import nn
 
 from libai.data.structures import DistTensorData, Instance
+from libai.engine.hooks import HookBase  # noqa: F401  (LiBai's import path: libai.engine.trainer.HookBase)
 from libai.utils import distributed as dist
 from libai.utils.events import EventStorage, get_event_storage
 
