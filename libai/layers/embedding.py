@@ -1,7 +1,9 @@
 """Word embeddings split over the vocabulary (`VocabEmbedding`), replicated ones (`Embedding`),
-and the token + position input embedding of GPT-2 and T5 (`TokenPositionEmbedding`)."""
+the token + position input embedding of GPT-2 and T5 (`TokenPositionEmbedding`), and fixed
+sinusoidal positions (`SinePositionalEmbedding`)."""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -227,3 +229,33 @@ class TokenPositionEmbedding(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(past_length, end, device=input_ids.device)
         return self.dropout(self.tokens(input_ids) + self.position_embeddings(to_local(position_ids)))
+
+
+class SinePositionalEmbedding(nn.Module):
+    """The fixed sinusoidal position table of "Attention Is All You Need" (LiBai's signature).
+
+    Row ``p`` holds ``sin(p / 10000^(2i/d))`` in column ``2i`` and ``cos(...)`` in column
+    ``2i+1``. The table is a buffer (not trained, not saved in checkpoints) computed in
+    float32 on every rank, so it needs no placement.
+
+    Args:
+        num_embeddings: number of positions.
+        embedding_dim: width of each position's vector (even or odd).
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        position = torch.arange(num_embeddings, dtype=torch.float32).unsqueeze(1)
+        frequency = torch.exp(torch.arange(0, embedding_dim, 2, dtype=torch.float32) * (-math.log(10000.0) / embedding_dim))
+        table = torch.zeros(num_embeddings, embedding_dim)
+        table[:, 0::2] = torch.sin(position * frequency)
+        table[:, 1::2] = torch.cos(position * frequency[: embedding_dim // 2])
+        self.register_buffer("position_embedding", table, persistent=False)
+
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        """Rows of the table for `position_ids` (any shape); output shape `ids.shape + (dim,)`."""
+        return F.embedding(to_local(position_ids), self.position_embedding)
+
+    def extra_repr(self) -> str:
+        return f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}"

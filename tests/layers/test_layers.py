@@ -727,7 +727,7 @@ def test_libai_import_paths_resolve():
         "libai.engine.trainer": ["HookBase"],
         "libai.config": ["default_argument_parser", "LazyCall", "instantiate", "try_get_key"],
         "libai.models": ["build_model", "build_graph"],
-        "libai.layers": ["Conv1D", "build_activation", "drop_path", "DropPath"],
+        "libai.layers": ["Conv1D", "build_activation", "drop_path", "DropPath", "SinePositionalEmbedding"],
         "libai.engine": ["default_argument_parser", "DefaultTrainer", "default_setup"],
     }
     for module, names in paths.items():
@@ -749,3 +749,19 @@ def test_build_model_instantiates_on_this_ranks_device():
     dist.setup_dist_util({}, device="cpu")
     model = build_model(LazyCall(nn.Linear)(in_features=2, out_features=3))
     assert isinstance(model, nn.Linear) and model.weight.device.type == "cpu"
+
+
+@pytest.mark.parametrize("dim", [6, 5])
+def test_sine_positional_embedding_is_the_sinusoid_table(dim):
+    from libai.layers import SinePositionalEmbedding
+
+    layer = SinePositionalEmbedding(7, dim)
+    ids = torch.tensor([[0, 3, 6]])
+    out = layer(ids)
+    assert out.shape == (1, 3, dim)
+    for row, p in zip(out[0], (0, 3, 6)):
+        for col in range(dim):
+            angle = p / 10000 ** ((col - col % 2) / dim)
+            expected = math.sin(angle) if col % 2 == 0 else math.cos(angle)
+            assert row[col].item() == pytest.approx(expected, abs=1e-6)
+    assert "position_embedding" not in layer.state_dict()  # fixed: not trained, not saved
