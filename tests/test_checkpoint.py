@@ -491,3 +491,13 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch):
     message = _load_error(path)
     assert "holds a pickled posix.system, which a checkpoint never needs; loading would run code" in message
     assert not os.path.exists(tmp_path / "ran-code")
+
+
+def test_missing_and_unexpected_messages_name_the_weights():
+    from libai.utils.checkpoint import get_missing_parameters_message, get_unexpected_parameters_message
+
+    keys = [f"layer{i}.weight" for i in range(7)]
+    assert get_missing_parameters_message(keys[:2]) == (
+        "Weights not in the checkpoint, left as initialized: layer0.weight, layer1.weight"
+    )
+    assert get_unexpected_parameters_message(keys).endswith("layer4.weight and 2 more")

@@ -182,6 +182,16 @@ def _few(items: list) -> str:
     return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
 
 
+def get_missing_parameters_message(keys: list[str]) -> str:
+    """The one-line warning for model weights a checkpoint lacks (LiBai's name)."""
+    return f"Weights not in the checkpoint, left as initialized: {_few(list(keys))}"
+
+
+def get_unexpected_parameters_message(keys: list[str]) -> str:
+    """The one-line warning for checkpoint weights the model lacks (LiBai's name)."""
+    return f"Weights in the checkpoint that the model lacks, ignored: {_few(list(keys))}"
+
+
 @contextmanager
 def _grads_set_aside(optimizer: torch.optim.Optimizer) -> Iterator[None]:
     """Run the block with the optimizer's grads set to None, then put them back."""
@@ -739,14 +749,14 @@ class Checkpointer:
                 f"it was saved from, or load weights only (train.load_weight without --resume)"
             )
         if missing:
-            logger.warning(f"Weights not in {path}, left as initialized: {_few(missing)}")
+            logger.warning(f"{get_missing_parameters_message(missing)} ({path})")
         if mismatched:
             logger.warning(
                 f"Weights with another shape in {path}, left as initialized: "
                 f"{_few(list(mismatched.values()))}"
             )
         if unexpected:
-            logger.warning(f"Weights in {path} that the model lacks, ignored: {_few(unexpected)}")
+            logger.warning(f"{get_unexpected_parameters_message(unexpected)} ({path})")
         return {k: v for k, v in template.items() if k not in mismatched and k not in missing}
 
     def _apply(self, template: dict[str, Any], names: list[str]) -> dict:
