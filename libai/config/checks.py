@@ -11,6 +11,7 @@ config does not have is not checked (the trainer has a default for it).
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -20,7 +21,7 @@ from omegaconf import OmegaConf
 
 from libai.utils.events import WANDB_MISSING, WANDB_MODES
 
-from .lazy import ConfigValueError
+from .lazy import ConfigKeyWarning, ConfigValueError, nearest_key
 
 __all__ = ["check_train_config", "TRAINER_GROUPS"]
 
@@ -128,6 +129,50 @@ def check_train_config(cfg: Any, groups: Sequence[str] = tuple(TRAINER_GROUPS)) 
     for key, rule in _TRAIN_RULES.items():
         _check_value(cfg.train, key, rule)
     _check_optional_packages(cfg.train)
+    _warn_unread_train_keys(cfg.train)
+
+
+# Keys the trainer adds to `train` while it runs (kept in config.yaml, read on resume).
+_DERIVED_TRAIN_KEYS = frozenset({"resume", "samples", "warmup_iter"})
+
+
+def _default_train_keys() -> dict[str, list[str]]:
+    """{top-level key: its dotted leaf keys} of configs/common/train.py's `train`."""
+    global _DEFAULT_TRAIN_KEYS
+    if _DEFAULT_TRAIN_KEYS is None:
+        from .config import get_config  # late: config imports this module
+
+        train = get_config("common/train.py").train
+        _DEFAULT_TRAIN_KEYS = {
+            key: [f"{key}.{leaf}" for leaf in value] if isinstance(value, Mapping) else [key]
+            for key, value in train.items()
+        }
+    return _DEFAULT_TRAIN_KEYS
+
+
+_DEFAULT_TRAIN_KEYS = None
+
+
+def _warn_unread_train_keys(train: Any) -> None:
+    """Warn about a top-level `train` key that nothing here reads, naming the nearest one.
+
+    LiBai's configs can set such keys without effect (its `swin_imagenet.py` sets
+    `train.eval_period`, where `train.evaluation.eval_period` is meant); a project that reads
+    a key of its own may ignore the warning.
+    """
+    known = _default_train_keys()
+    for key in train:
+        if key in known or key in _DERIVED_TRAIN_KEYS:
+            continue
+        candidates = [dotted for leaves in known.values() for dotted in leaves]
+        same_leaf = [dotted for dotted in candidates if dotted.rsplit(".", 1)[-1] == key]
+        near = same_leaf[0] if same_leaf else nearest_key(key, candidates)
+        warnings.warn(
+            f"train.{key} is not a key of the train config (configs/common/train.py) and the trainer does not read it; "
+            f"the nearest is train.{near}. Fix the name, or ignore this if your own code reads it.",
+            ConfigKeyWarning,
+            stacklevel=2,
+        )
 
 
 def _check_groups(cfg: Any, groups: Sequence[str]) -> None:

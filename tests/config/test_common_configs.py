@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from libai.config import ConfigKeyWarning, LazyConfig, get_config, instantiate, merge_update
 
@@ -146,3 +147,16 @@ def test_get_config_outside_source_tree(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out == {"cwd": str(tmp_path), "iter": 10000, "lr": 1e-4, "graph": True}
+
+
+def test_unread_train_key_warns_with_the_nearest_key() -> None:
+    from libai.config import check_train_config
+
+    cfg = get_config("common/train.py")
+    cfg.train.eval_period = 1562  # LiBai's swin_imagenet.py sets this; nothing reads it
+    cfg.train.samples = 10  # derived at run time, kept in config.yaml: no warning
+    full = OmegaConf.create({"model": {"_target_": "torch.nn.Identity"}, "optim": {"_target_": "torch.optim.SGD"},
+                             "graph": {"enabled": False}, "dataloader": {"train": {"_target_": "x"}}})
+    full.train = cfg.train
+    with pytest.warns(ConfigKeyWarning, match=r"train\.eval_period .* the nearest is train\.evaluation\.eval_period"):
+        check_train_config(full)
