@@ -80,7 +80,7 @@ def image_roots(tmp_path_factory) -> dict:
     """{"imagenet": ROOT, "cifar100": ROOT} of small generated data."""
     root = tmp_path_factory.mktemp("images")
     write_image_folder(root / "imagenet", classes=2, per_class=3, size=40)
-    write_cifar100_python(root / "cifar", train=6, test=4)
+    write_cifar100_python(root / "cifar", n_train=6, n_test=4)
     return {"imagenet": str(root / "imagenet"), "cifar100": str(root / "cifar")}
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 from libai.data import DataError
 from libai.data.datasets import CIFAR10Dataset, CIFAR100Dataset, ImageNetDataset
 from libai.data.structures import DistTensorData, Instance
+from tests.helpers.image_data import FINE_NAMES, cifar_arrays, write_cifar100_python
 
 # Class folders written out of order: labels must follow the sorted names.
 COLORS = {"zebra": (250, 10, 10), "ant": (10, 250, 10), "bee": (10, 10, 250)}
@@ -123,40 +124,12 @@ def test_imagenet_wrong_layouts(tmp_path, imagenet_root):
 # CIFAR
 # --------------------------------------------------------------------------------------
 
-FINE_NAMES = [f"fine{i}" for i in range(100)]
-
-
-def _cifar_arrays(n, seed, num_classes=100):
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-    return pixels, rng.integers(0, num_classes, size=n).tolist(), rng.integers(0, 20, size=n).tolist()
-
-
-def _write_cifar100_python(root, n_train=5, n_test=3):
-    """The python version as Python 3 writes it at protocol 2, with bytes keys."""
-    key = str.encode
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    arrays = {}
-    for split, n, seed in [("train", n_train, 0), ("test", n_test, 1)]:
-        pixels, fine, coarse = _cifar_arrays(n, seed)
-        arrays[split] = (pixels, fine, coarse)
-        content = {key("filenames"): [f"img_{i}.png".encode() for i in range(n)], key("batch_label"): b"batch",
-                   key("fine_labels"): fine, key("coarse_labels"): coarse, key("data"): pixels}
-        with open(folder / split, "wb") as f:
-            pickle.dump(content, f, protocol=2)
-    with open(folder / "meta", "wb") as f:
-        pickle.dump({key("fine_label_names"): [n.encode() for n in FINE_NAMES],
-                     key("coarse_label_names"): [b"c"] * 20}, f, protocol=2)
-    return arrays
-
-
 def _write_cifar100_binary(root, n_train=4, n_test=2):
     folder = root / "cifar-100-binary"
     folder.mkdir(parents=True)
     arrays = {}
     for split, n, seed in [("train", n_train, 2), ("test", n_test, 3)]:
-        pixels, fine, coarse = _cifar_arrays(n, seed)
+        pixels, fine, coarse = cifar_arrays(n, seed)
         arrays[split] = (pixels, fine, coarse)
         records = np.concatenate([np.array([coarse, fine], dtype=np.uint8).T, pixels], axis=1)
         records.tofile(folder / f"{split}.bin")
@@ -178,7 +151,7 @@ def _check_cifar_samples(dataset, pixels, fine):
 
 
 def test_cifar100_python_version(tmp_path):
-    arrays = _write_cifar100_python(tmp_path)
+    arrays = write_cifar100_python(tmp_path)
     train = CIFAR100Dataset(str(tmp_path), train=True)
     test = CIFAR100Dataset(root=str(tmp_path), train=False, dataset_name="c100")
     assert train.format == "python" and train.dataset_name == "cifar100" and test.dataset_name == "c100"
@@ -210,7 +183,7 @@ def _python2_pickle(pixels, fine):
 def test_cifar100_python2_pickles(tmp_path):
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()
-    arrays = {split: _cifar_arrays(n, seed) for split, n, seed in [("train", 3, 4), ("test", 2, 5)]}
+    arrays = {split: cifar_arrays(n, seed) for split, n, seed in [("train", 3, 4), ("test", 2, 5)]}
     for split, (pixels, fine, _) in arrays.items():
         (folder / split).write_bytes(_python2_pickle(pixels, fine))
     train = CIFAR100Dataset(str(tmp_path))
@@ -246,7 +219,7 @@ def test_cifar10_both_versions(tmp_path):
     binary.mkdir(parents=True)
     expected_pixels, expected_labels = [], []
     for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
-        pixels, labels, _ = _cifar_arrays(2, 10 + i, num_classes=10)
+        pixels, labels, _ = cifar_arrays(2, 10 + i, num_classes=10)
         with open(py / name, "wb") as f:
             pickle.dump({b"data": pixels, b"labels": labels}, f, protocol=2)
         np.concatenate([np.array([labels], dtype=np.uint8).T, pixels], axis=1).tofile(binary / f"{name}.bin")
@@ -322,7 +295,7 @@ def test_cifar100_missing_files_and_download(tmp_path, caplog):
                        r"at run time\. Put .* holds \['cifar-100-python.tar.gz'\]; .* extract it with `tar -xzf"):
         CIFAR100Dataset(str(tmp_path), train=False, download=True)
 
-    _write_cifar100_python(tmp_path)
+    write_cifar100_python(tmp_path)
     with caplog.at_level(logging.INFO, logger="libai"):
         dataset = CIFAR100Dataset(str(tmp_path), download=True)
     assert len(dataset) == 5
