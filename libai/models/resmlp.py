@@ -53,6 +53,9 @@ class Affine(nn.Module):
         """`alpha * x + beta`, same shape as `x`."""
         return to_local(self.alpha) * to_local(x) + to_local(self.beta)
 
+    def extra_repr(self) -> str:
+        return f"dim={self.alpha.shape[0]}"
+
 
 class ResMLPBlock(nn.Module):
     """One ResMLP block (LiBai's `layers_scale_mlp_blocks`) on tokens [B, N, dim]:
