@@ -4,7 +4,9 @@ GPT-2, BERT, ViT, T5 and iGPT (the task on its convolutional backbone; its trans
 backbone is GPT-2's layers) train 10 steps on one process and on 8 processes as dp2·tp2·pp2
 (global batch 16, micro batch 2: 8 micro-batches on one process, 4 per data-parallel rank
 through the 1F1B pipeline). Llama trains 20 steps under dp2, tp2, pp2 and dp2·tp2·pp2 (the
-last with ZeRO-3 and activation checkpointing), against one one-process run.
+last with ZeRO-3 and activation checkpointing), against one one-process run. ResMLP
+trains 10 steps under dp2·tp2 (4 processes) and pp2 (2 processes: its blocks cross the stage
+boundary as views of a transposed patch grid), against one one-process run.
 """
 import os
 
@@ -14,6 +16,11 @@ from tests.helpers.runs import REPO, read_metrics, train_sh
 
 PARALLEL = ["train.dist.tensor_parallel_size=2", "train.dist.pipeline_parallel_size=2"]
 LLAMA_CONFIG = os.path.join(REPO, "tests/configs/zoo/llama.py")
+RESMLP_CONFIG = os.path.join(REPO, "tests/configs/zoo/resmlp.py")
+RESMLP_LAYOUTS = {
+    "dp2_tp2": (4, ["train.dist.tensor_parallel_size=2"]),
+    "pp2": (2, ["train.dist.pipeline_parallel_size=2"]),
+}
 LLAMA_LAYOUTS = {
     "dp2": (2, []),
     "tp2": (2, ["train.dist.tensor_parallel_size=2"]),
@@ -47,6 +54,21 @@ def test_model_trains_the_same_under_dp2_tp2_pp2(name, tmp_path):
     train_sh(1, one, config=config)
     train_sh(8, eight, *PARALLEL, config=config)
     _assert_same_losses(_losses(one), _losses(eight), 10, name)
+
+
+@pytest.fixture(scope="module")
+def resmlp_one_process(tmp_path_factory) -> dict:
+    """The losses of the shrunk ResMLP's 10 steps on one process, shared by the ResMLP tests."""
+    output_dir = str(tmp_path_factory.mktemp("resmlp_one_process"))
+    train_sh(1, output_dir, config=RESMLP_CONFIG)
+    return _losses(output_dir)
+
+
+@pytest.mark.parametrize("layout", sorted(RESMLP_LAYOUTS))
+def test_resmlp_trains_the_same_under_each_layout(layout, resmlp_one_process, tmp_path):
+    nproc, overrides = RESMLP_LAYOUTS[layout]
+    train_sh(nproc, str(tmp_path), *overrides, config=RESMLP_CONFIG)
+    _assert_same_losses(resmlp_one_process, _losses(str(tmp_path)), 10, f"resmlp {layout}")
 
 
 @pytest.fixture(scope="module")

@@ -316,7 +316,9 @@ class _StageModule(nn.Module):
                 f"module {self._send_block!r} returns {type(replay.output).__name__}; the last "
                 f"module of a pipeline stage must return one tensor (its output crosses the boundary)"
             )
-        outputs = (replay.output, *replay.carries)
+        # The stage sends these and the next stage receives into buffers shaped like them;
+        # both need dense tensors, and a block may return a view (a transposed patch grid).
+        outputs = tuple(t.contiguous() for t in (replay.output, *replay.carries))
         if _has_meta(outputs):
             raise PipelineError(
                 f"module {self._send_block!r} on stage {self.stage} computed with the output of a "

@@ -7,7 +7,7 @@ tensor-parallel ranks, and computes on this rank's local activations.
 from .activation import Activation, build_activation
 from .attention import AttnMaskType, GroupedQueryAttention, MultiheadAttention
 from .cross_entropy import ParallelCrossEntropyLoss
-from .embedding import Embedding, SinePositionalEmbedding, TokenPositionEmbedding, VocabEmbedding
+from .embedding import Embedding, PatchEmbedding, SinePositionalEmbedding, TokenPositionEmbedding, VocabEmbedding
 from .kv_cache import KVCache
 from .layer_norm import LayerNorm, RMSLayerNorm
 from .linear import Conv1D, Linear, Linear1D
@@ -32,6 +32,7 @@ __all__ = [
     "MLP",
     "MultiheadAttention",
     "ParallelCrossEntropyLoss",
+    "PatchEmbedding",
     "RMSLayerNorm",
     "RotaryEmbedding",
     "SinePositionalEmbedding",

@@ -1,10 +1,12 @@
 """Word embeddings split over the vocabulary (`VocabEmbedding`), replicated ones (`Embedding`),
-the token + position input embedding of GPT-2 and T5 (`TokenPositionEmbedding`), and fixed
-sinusoidal positions (`SinePositionalEmbedding`)."""
+the token + position input embedding of GPT-2 and T5 (`TokenPositionEmbedding`), fixed
+sinusoidal positions (`SinePositionalEmbedding`), and the image patch embedding of vision
+models (`PatchEmbedding`)."""
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Optional
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -259,3 +261,126 @@ class SinePositionalEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}"
+
+
+Size2D = Union[int, tuple[int, int]]
+
+
+def _pair(size: Size2D) -> tuple[int, int]:
+    """(height, width) of an int or a 2-tuple."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _conv2d_default_init(weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """Fill `weight` and `bias` as `torch.nn.Conv2d` does (LiBai's patch projection is a plain
+    Conv2d, which its models leave with this initialisation)."""
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    fan_in = weight[0].numel()
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    nn.init.uniform_(bias, -bound, bound)
+
+
+def _build_norm(norm_layer: Optional[Callable[..., nn.Module]], dim: int, layer_idx: int) -> nn.Module:
+    """`norm_layer(dim)` (on the owner's stage when it takes `layer_idx`, as libai.layers do);
+    `nn.Identity()` when there is none."""
+    if norm_layer is None:
+        return nn.Identity()
+    try:
+        takes_layer_idx = "layer_idx" in inspect.signature(norm_layer).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        takes_layer_idx = False
+    return norm_layer(dim, layer_idx=layer_idx) if takes_layer_idx else norm_layer(dim)
+
+
+class _PatchProjection(nn.Module):
+    """`torch.nn.Conv2d(in_chans, embed_dim, kernel_size=patch, stride=patch)` with its weight
+    and bias replicated over the tensor-parallel ranks of `layer_idx`'s stage."""
+
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: tuple[int, int], layer_idx: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        weight = torch.empty((embed_dim, in_chans, *patch_size), device=dist.get_device())
+        bias = torch.empty((embed_dim,), device=dist.get_device())
+        with torch.no_grad():
+            _conv2d_default_init(weight, bias)
+        mesh = tp_mesh(layer_idx)
+        self.weight = make_parameter(weight, mesh, Replicate())
+        self.bias = make_parameter(bias, mesh, Replicate())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, C, H, W] -> [B, embed_dim, H / ph, W / pw]."""
+        return F.conv2d(images, to_local(self.weight), to_local(self.bias), stride=self.patch_size)
+
+
+class PatchEmbedding(nn.Module):
+    """Images [B, C, H, W] -> patch tokens [B, N, embed_dim] (LiBai's `PatchEmbedding`).
+
+    A convolution with kernel = stride = `patch_size` projects each non-overlapping patch;
+    the grid of patches is flattened row-major to N = (H / ph) * (W / pw) tokens (or kept as
+    [B, embed_dim, H / ph, W / pw] with `flatten=False`), then `norm_layer` runs. The
+    projection is replicated over tensor-parallel ranks on the stage of `layer_idx`.
+
+    Args:
+        img_size: image size, an int or (height, width).
+        patch_size: patch size, an int or (height, width); a remainder of the image that
+            does not fill a patch is dropped, as by the strided convolution.
+        in_chans: image channels.
+        embed_dim: size of each patch token.
+        norm_layer: a class or function `norm_layer(embed_dim)` applied to the tokens (given
+            `layer_idx` too when it takes one, e.g. `libai.layers.LayerNorm`); None: no norm.
+        flatten: return tokens [B, N, embed_dim]; False keeps [B, embed_dim, H', W'].
+        layer_idx: index of the layer that owns it, which picks its pipeline stage.
+    """
+
+    def __init__(
+        self,
+        img_size: Size2D = 224,
+        patch_size: Size2D = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        norm_layer: Optional[Callable[..., nn.Module]] = None,
+        flatten: bool = True,
+        *,
+        layer_idx: int = 0,
+    ) -> None:
+        super().__init__()
+        self.img_size = _pair(img_size)
+        self.patch_size = _pair(patch_size)
+        self.grid_size = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
+        if min(self.patch_size) < 1 or min(self.grid_size) < 1:
+            raise ValueError(
+                f"PatchEmbedding patch_size {self.patch_size} does not fit img_size {self.img_size}: "
+                f"each patch side must be between 1 and the image side"
+            )
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.in_chans = in_chans
+        self.embed_dim = embed_dim
+        self.flatten = flatten
+        self.layer_idx = layer_idx
+
+        # Named `proj` with `weight` and `bias`, as LiBai's Conv2d, so its checkpoints' keys match.
+        self.proj = _PatchProjection(in_chans, embed_dim, self.patch_size, layer_idx)
+        self.norm = _build_norm(norm_layer, embed_dim, layer_idx)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch tokens [B, N, embed_dim] (or [B, embed_dim, H', W']) of `images` [B, C, H, W]."""
+        images = to_local(images)
+        self._check_shape(images)
+        patches = self.proj(images)
+        if self.flatten:
+            patches = patches.flatten(2).transpose(1, 2)  # [B, C, H', W'] -> [B, N, C]
+        return self.norm(patches)
+
+    def _check_shape(self, images: torch.Tensor) -> None:
+        expected = (self.in_chans, *self.img_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(
+                f"PatchEmbedding expects images of shape [batch, {expected[0]}, {expected[1]}, {expected[2]}], "
+                f"got {tuple(images.shape)}: resize the images or set img_size and in_chans to match"
+            )
+
+    def extra_repr(self) -> str:
+        return (
+            f"img_size={self.img_size}, patch_size={self.patch_size}, in_chans={self.in_chans}, "
+            f"embed_dim={self.embed_dim}, flatten={self.flatten}"
+        )

@@ -21,12 +21,15 @@ from .utils.config_args import init_kwargs_from_config
 from .utils.weight_init import init_method_trunc_normal
 
 
-class PatchEmbedding(nn.Module):
+class ViTEmbedding(nn.Module):
     """Images [b, c, H, W] -> tokens [b, 1 + patches, embed_dim]: projected patches after
     the class token, plus position embeddings, then dropout.
 
     The class token and position embeddings live here rather than on the model so that
-    this whole block (layer_idx 0) belongs to the first pipeline stage.
+    this whole block (layer_idx 0) belongs to the first pipeline stage. (The plain patch
+    projection, a strided convolution without class token, is `libai.layers.PatchEmbedding`;
+    this one keeps its projection as a `Linear` over flattened patches, the weight layout of
+    this model's checkpoints.)
 
     Args:
         img_size: image height and width.
@@ -116,7 +119,7 @@ class VisionTransformer(nn.Module):
         super().__init__()
         init_method = init_method_trunc_normal(0.02)
         self.num_classes = num_classes
-        self.patch_embed = PatchEmbedding(img_size, patch_size, in_chans, embed_dim, drop_rate, init_method)
+        self.patch_embed = ViTEmbedding(img_size, patch_size, in_chans, embed_dim, drop_rate, init_method)
         # Stochastic depth grows linearly with depth (later layers are dropped more often).
         drop_path = torch.linspace(0, drop_path_rate, depth).tolist() if depth > 0 else []
         self.blocks = nn.ModuleList(

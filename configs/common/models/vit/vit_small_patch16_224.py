@@ -1,5 +1,11 @@
-"""ViT-Small/16 at 224 x 224 (384 wide, 6 heads)."""
-from .vit_base_patch16_224 import model
+"""ViT-Small/16 at 224 x 224 (384 wide, 12 layers, 6 heads)."""
+from libai.config import LazyCall
+from libai.models import VisionTransformer
 
-model.cfg.embed_dim = 384
-model.cfg.num_heads = 6
+from .vit_tiny_patch16_224 import cfg
+
+cfg.patch_size = 16
+cfg.embed_dim = 384
+cfg.num_heads = 6
+
+model = LazyCall(VisionTransformer)(cfg=cfg)
