@@ -4,7 +4,8 @@ GPT-2, BERT, ViT, T5 and iGPT (the task on its convolutional backbone; its trans
 backbone is GPT-2's layers) train 10 steps on one process and on 8 processes as dp2·tp2·pp2
 (global batch 16, micro batch 2: 8 micro-batches on one process, 4 per data-parallel rank
 through the 1F1B pipeline). Llama trains 20 steps under dp2, tp2, pp2 and dp2·tp2·pp2 (the
-last with ZeRO-3 and activation checkpointing), against one one-process run.
+last with ZeRO-3 and activation checkpointing), against one one-process run. Swin
+trains 10 steps under dp2·tp2 (4 processes) and pp2 (2 processes).
 """
 import os
 
@@ -70,3 +71,32 @@ def test_llama_in_bf16_follows_fp32_within_its_precision(llama_one_process, tmp_
     assert sorted(amp) == list(range(20))
     for it in range(20):
         assert amp[it]["total_loss"] == pytest.approx(llama_one_process[it]["total_loss"], rel=2e-2), it
+
+
+SWIN_LAYOUTS = {
+    "dp2_tp2": (4, ["train.dist.tensor_parallel_size=2"]),
+    "pp2": (2, ["train.dist.pipeline_parallel_size=2"]),
+}
+
+
+@pytest.fixture(scope="module")
+def swin_one_process(tmp_path_factory):
+    """`losses(name)`: the one-process losses of zoo config `name`, run once per module."""
+    cache = {}
+
+    def losses(name: str) -> dict:
+        if name not in cache:
+            output_dir = str(tmp_path_factory.mktemp(f"{name}_one_process"))
+            train_sh(1, output_dir, config=os.path.join(REPO, f"tests/configs/zoo/{name}.py"))
+            cache[name] = _losses(output_dir)
+        return cache[name]
+
+    return losses
+
+
+@pytest.mark.parametrize("layout", sorted(SWIN_LAYOUTS))
+@pytest.mark.parametrize("name", ["swin"])
+def test_swin_trains_the_same_under_each_layout(name, layout, swin_one_process, tmp_path):
+    nproc, overrides = SWIN_LAYOUTS[layout]
+    train_sh(nproc, str(tmp_path), *overrides, config=os.path.join(REPO, f"tests/configs/zoo/{name}.py"))
+    _assert_same_losses(swin_one_process(name), _losses(str(tmp_path)), 10, f"{name} {layout}")
