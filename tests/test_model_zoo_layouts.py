@@ -5,7 +5,7 @@ backbone is GPT-2's layers) train 10 steps on one process and on 8 processes as 
 (global batch 16, micro batch 2: 8 micro-batches on one process, 4 per data-parallel rank
 through the 1F1B pipeline). Llama trains 20 steps under dp2, tp2, pp2 and dp2·tp2·pp2 (the
 last with ZeRO-3 and activation checkpointing), against one one-process run. Swin
-trains 10 steps under dp2·tp2 (4 processes) and pp2 (2 processes).
+and Swin V2 train 10 steps under dp2·tp2 (4 processes) and pp2 (2 processes).
 """
 import os
 
@@ -95,7 +95,7 @@ def swin_one_process(tmp_path_factory):
 
 
 @pytest.mark.parametrize("layout", sorted(SWIN_LAYOUTS))
-@pytest.mark.parametrize("name", ["swin"])
+@pytest.mark.parametrize("name", ["swin", "swinv2"])
 def test_swin_trains_the_same_under_each_layout(name, layout, swin_one_process, tmp_path):
     nproc, overrides = SWIN_LAYOUTS[layout]
     train_sh(nproc, str(tmp_path), *overrides, config=os.path.join(REPO, f"tests/configs/zoo/{name}.py"))

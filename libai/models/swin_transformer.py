@@ -572,6 +572,9 @@ class SwinClassifierBase(nn.Module):
     average over tokens, head and loss. `forward(images, labels=None)` returns
     `{"losses": loss}` in training with labels, else `{"prediction_scores": logits}`."""
 
+    # The downsampling between stages (V2 has its own).
+    patch_merging: type = PatchMerging
+
     def _build(
         self,
         img_size: Size2,
@@ -590,7 +593,8 @@ class SwinClassifierBase(nn.Module):
         make_stage: Callable[..., nn.Module],
     ) -> None:
         """Build every part; `make_stage(i, dim, resolution, drop_paths, downsample,
-        layer_id_offset)` builds stage `i` (V1's or V2's `BasicLayer`)."""
+        layer_id_offset)` builds stage `i` (V1's or V2's `BasicLayer`; `downsample` is
+        `patch_merging`, or None after the last stage)."""
         if len(num_heads) != len(depths):
             raise ValueError(f"Swin depths {list(depths)} and num_heads {list(num_heads)} must have the same length")
         self.num_classes = num_classes
@@ -608,7 +612,7 @@ class SwinClassifierBase(nn.Module):
         stages, offset = [], 0
         for i, depth in enumerate(depths):
             resolution = (self.patches_resolution[0] // 2**i, self.patches_resolution[1] // 2**i)
-            downsample = PatchMerging if i < self.num_layers - 1 else None
+            downsample = self.patch_merging if i < self.num_layers - 1 else None
             stages.append(make_stage(i, int(embed_dim * 2**i), resolution, rates[offset : offset + depth], downsample, offset))
             offset += depth
         self.layers = nn.ModuleList(stages)

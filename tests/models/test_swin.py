@@ -1,12 +1,14 @@
 """Swin Transformer (V1 and V2): windows, relative positions, shifted-window masks, outputs, configs."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from libai.config import get_config, instantiate
 from libai.layers.utils import to_local
-from libai.models import SwinTransformer
+from libai.models import SwinTransformer, SwinTransformerV2
 from libai.models.swin_transformer import (
     SwinTransformerBlock,
     WindowAttention,
@@ -147,3 +149,107 @@ def test_swin_config_instantiates_through_from_config():
     assert isinstance(swin, SwinTransformer) and swin.num_features == 192
     assert swin.layers[0].blocks[0].attn.scale == pytest.approx(32**-0.5)
     assert swin(torch.randn(1, 3, 56, 56))["prediction_scores"].shape == (1, 5)
+
+
+# --------------------------------------------------------------------------------------
+# Swin V2
+# --------------------------------------------------------------------------------------
+
+
+def test_swinv2_continuous_position_bias():
+    from libai.models.swin_transformer_v2 import WindowAttention as WindowAttentionV2
+    from libai.models.swin_transformer_v2 import relative_coords_table
+
+    table = relative_coords_table((3, 2), (0, 0))
+    assert table.shape == (1, 5, 3, 2)
+    # (dh, dw) = (-2, +1) over a 3x2 window: (-1, +1) normalised, x8, then sign * log2(|x| + 1) / 3.
+    torch.testing.assert_close(table[0, 0, 2], torch.tensor([-math.log2(9) / 3, math.log2(9) / 3]))
+    # Normalised by the pre-training window instead when one is given: (-2/4, 1/4) x 8 = (-4, 2).
+    with_pretrained = relative_coords_table((3, 2), (5, 5))[0, 0, 2]
+    torch.testing.assert_close(with_pretrained, torch.tensor([-math.log2(5) / 3, math.log2(3) / 3]))
+    attn = WindowAttentionV2(8, (3, 2), num_heads=2)
+    assert attn.cpb_mlp(attn.relative_coords_table).shape == (1, 5, 3, 2)
+    bias = attn.position_bias()
+    assert bias.shape == (2, 6, 6) and bias.min() > 0 and bias.max() < 16
+    assert torch.equal(to_local(attn.logit_scale), torch.full((1, 2, 1, 1), math.log(10.0)))
+
+
+def test_swinv2_attention_matches_the_formula():
+    from libai.models.swin_transformer_v2 import WindowAttention as WindowAttentionV2
+
+    torch.manual_seed(2)
+    attn = WindowAttentionV2(8, (2, 2), num_heads=2).eval()
+    with torch.no_grad():
+        to_local(attn.q_bias).normal_()
+        to_local(attn.v_bias).normal_()
+        to_local(attn.logit_scale).fill_(math.log(200.0))  # capped at 100
+    x = torch.randn(4, 4, 8)
+    qkv = x @ to_local(attn.qkv.weight).T
+    q, k, v = qkv.view(4, 4, 2, 3, 4).permute(3, 0, 2, 1, 4)
+    q = q + to_local(attn.q_bias).view(2, 1, 4)
+    v = v + to_local(attn.v_bias).view(2, 1, 4)
+    cos = torch.nn.functional.normalize(q, dim=-1) @ torch.nn.functional.normalize(k, dim=-1).transpose(-1, -2)
+    scores = 100.0 * cos + attn.position_bias()
+    context = (scores.softmax(-1) @ v).transpose(1, 2).reshape(4, 4, 8)
+    expected = context @ to_local(attn.proj.weight).T + to_local(attn.proj.bias)
+    torch.testing.assert_close(attn(x), expected)
+
+
+def test_swinv2_blocks_start_as_the_identity_and_train():
+    model = SwinTransformerV2(**MNIST_SWIN)
+    block = model.layers[0].blocks[1]
+    x = torch.randn(2, 196, 16)
+    torch.testing.assert_close(block(x), x)  # post-norms start at zero
+    assert model.layers[0].downsample.norm.normalized_shape == (32,)  # V2 normalises after the reduction
+    images, labels = torch.randn(3, 1, 28, 28), torch.tensor([1, 5, 9])
+    losses = model(images, labels)
+    assert set(losses) == {"losses"} and torch.isfinite(losses["losses"])
+    losses["losses"].backward()
+    assert to_local(block.norm1.weight).grad.abs().sum() > 0
+    model.eval()
+    assert model(images)["prediction_scores"].shape == (3, 10)
+
+
+SWINV2_CONFIGS = {
+    "swinv2_tiny_patch4_window8_256": (8, [2, 2, 6, 2], [3, 6, 12, 24], 0.2),
+    "swinv2_tiny_patch4_window16_256": (16, [2, 2, 6, 2], [3, 6, 12, 24], 0.2),
+    "swinv2_small_patch4_window8_256": (8, [2, 2, 18, 2], [3, 6, 12, 24], 0.3),
+    "swinv2_small_patch4_window16_256": (16, [2, 2, 18, 2], [3, 6, 12, 24], 0.3),
+    "swinv2_base_patch4_window8_256": (8, [2, 2, 18, 2], [4, 8, 16, 32], 0.5),
+    "swinv2_base_patch4_window16_256": (16, [2, 2, 18, 2], [4, 8, 16, 32], 0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SWINV2_CONFIGS))
+def test_swinv2_configs_have_libai_values(name):
+    model = get_config(f"common/models/swinv2/{name}.py").model
+    cfg = model.cfg
+    assert model._target_ is SwinTransformerV2
+    assert (cfg.window_size, list(cfg.depths), list(cfg.num_heads), cfg.drop_path_rate) == SWINV2_CONFIGS[name]
+    assert (cfg.img_size, cfg.patch_size, cfg.embed_dim, list(cfg.pretrained_window_sizes)) == (256, 4, 96, [0, 0, 0, 0])
+
+
+def test_swinv2_config_instantiates_through_from_config():
+    model = get_config("common/models/swinv2/swinv2_tiny_patch4_window16_256.py").model
+    model.cfg.update(img_size=64, depths=[1, 1], num_heads=[3, 6], num_classes=5, pretrained_window_sizes=[8, 8])
+    swin = instantiate(model)  # 16x16 tokens (one 16x16 window), then 8x8
+    assert isinstance(swin, SwinTransformerV2)
+    assert swin.layers[0].blocks[0].attn.pretrained_window_size == (8, 8)
+    assert swin(torch.randn(1, 3, 64, 64))["prediction_scores"].shape == (1, 5)
+
+
+@pytest.mark.parametrize("cls", [SwinTransformer, SwinTransformerV2])
+def test_swin_activation_checkpointing_gives_the_same_gradients(cls):
+    from libai.layers import enable_activation_checkpointing
+
+    images, labels = torch.randn(2, 1, 28, 28), torch.tensor([3, 4])
+    grads = []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        model = cls(**MNIST_SWIN)
+        if recompute:
+            assert enable_activation_checkpointing(model) == 4  # every block
+        model(images, labels)["losses"].backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for plain, recomputed in zip(*grads):
+        torch.testing.assert_close(plain, recomputed)
