@@ -4,9 +4,10 @@ GPT-2, BERT, ViT, T5 and iGPT (the task on its convolutional backbone; its trans
 backbone is GPT-2's layers) train 10 steps on one process and on 8 processes as dp2·tp2·pp2
 (global batch 16, micro batch 2: 8 micro-batches on one process, 4 per data-parallel rank
 through the 1F1B pipeline). Llama trains 20 steps under dp2, tp2, pp2 and dp2·tp2·pp2 (the
-last with ZeRO-3 and activation checkpointing), against one one-process run. ResMLP
-trains 10 steps under dp2·tp2 (4 processes) and pp2 (2 processes: its blocks cross the stage
-boundary as views of a transposed patch grid), against one one-process run.
+last with ZeRO-3 and activation checkpointing), against one one-process run. ResMLP, Swin
+and Swin V2 train 10 steps under dp2·tp2 (4 processes) and pp2 (2 processes), each against
+one one-process run (ResMLP's blocks cross the stage boundary as views of a transposed
+patch grid).
 """
 import os
 
@@ -16,8 +17,8 @@ from tests.helpers.runs import REPO, read_metrics, train_sh
 
 PARALLEL = ["train.dist.tensor_parallel_size=2", "train.dist.pipeline_parallel_size=2"]
 LLAMA_CONFIG = os.path.join(REPO, "tests/configs/zoo/llama.py")
-RESMLP_CONFIG = os.path.join(REPO, "tests/configs/zoo/resmlp.py")
-RESMLP_LAYOUTS = {
+# The vision models LiBai's configs name, each against one one-process run.
+VISION_LAYOUTS = {
     "dp2_tp2": (4, ["train.dist.tensor_parallel_size=2"]),
     "pp2": (2, ["train.dist.pipeline_parallel_size=2"]),
 }
@@ -57,21 +58,6 @@ def test_model_trains_the_same_under_dp2_tp2_pp2(name, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def resmlp_one_process(tmp_path_factory) -> dict:
-    """The losses of the shrunk ResMLP's 10 steps on one process, shared by the ResMLP tests."""
-    output_dir = str(tmp_path_factory.mktemp("resmlp_one_process"))
-    train_sh(1, output_dir, config=RESMLP_CONFIG)
-    return _losses(output_dir)
-
-
-@pytest.mark.parametrize("layout", sorted(RESMLP_LAYOUTS))
-def test_resmlp_trains_the_same_under_each_layout(layout, resmlp_one_process, tmp_path):
-    nproc, overrides = RESMLP_LAYOUTS[layout]
-    train_sh(nproc, str(tmp_path), *overrides, config=RESMLP_CONFIG)
-    _assert_same_losses(resmlp_one_process, _losses(str(tmp_path)), 10, f"resmlp {layout}")
-
-
-@pytest.fixture(scope="module")
 def llama_one_process(tmp_path_factory) -> dict:
     """The losses of the shrunk Llama's 20 steps on one process, shared by the Llama tests."""
     output_dir = str(tmp_path_factory.mktemp("llama_one_process"))
@@ -92,3 +78,26 @@ def test_llama_in_bf16_follows_fp32_within_its_precision(llama_one_process, tmp_
     assert sorted(amp) == list(range(20))
     for it in range(20):
         assert amp[it]["total_loss"] == pytest.approx(llama_one_process[it]["total_loss"], rel=2e-2), it
+
+
+@pytest.fixture(scope="module")
+def one_process_losses(tmp_path_factory):
+    """`losses(name)`: the one-process losses of zoo config `name`, run once per module."""
+    cache = {}
+
+    def losses(name: str) -> dict:
+        if name not in cache:
+            output_dir = str(tmp_path_factory.mktemp(f"{name}_one_process"))
+            train_sh(1, output_dir, config=os.path.join(REPO, f"tests/configs/zoo/{name}.py"))
+            cache[name] = _losses(output_dir)
+        return cache[name]
+
+    return losses
+
+
+@pytest.mark.parametrize("layout", sorted(VISION_LAYOUTS))
+@pytest.mark.parametrize("name", ["resmlp", "swin", "swinv2"])
+def test_vision_model_trains_the_same_under_each_layout(name, layout, one_process_losses, tmp_path):
+    nproc, overrides = VISION_LAYOUTS[layout]
+    train_sh(nproc, str(tmp_path), *overrides, config=os.path.join(REPO, f"tests/configs/zoo/{name}.py"))
+    _assert_same_losses(one_process_losses(name), _losses(str(tmp_path)), 10, f"{name} {layout}")

@@ -4,6 +4,8 @@ from .bert_model import BertForClassification, BertForPreTraining, BertModel
 from .gpt_model import GPTForPreTraining, GPTModel
 from .llama import LlamaForCausalLM, LlamaModel
 from .resmlp import ResMLP
+from .swin_transformer import SwinTransformer
+from .swin_transformer_v2 import SwinTransformerV2
 from .t5_model import T5ForPreTraining, T5Model
 from .vision_transformer import VisionTransformer
 
@@ -16,6 +18,8 @@ __all__ = [
     "LlamaModel",
     "LlamaForCausalLM",
     "ResMLP",
+    "SwinTransformer",
+    "SwinTransformerV2",
     "T5Model",
     "T5ForPreTraining",
     "VisionTransformer",
