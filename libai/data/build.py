@@ -4,12 +4,18 @@ Train loaders use `CyclicSampler` (endless, shuffled, resumable from `consumed_s
 test loaders use `SingleRoundSampler` (one pass, padded to equal batches on every
 data-parallel rank). `train_batch_size` / `test_batch_size` are micro-batch sizes: the
 samples one data-parallel rank reads per step. The default collate is `Instance.stack`.
+
+Random augmentation does not depend on the layout: the samplers yield `SampleIndex`es that
+carry (seed, epoch), and a dataset that applies its transforms inside
+`libai.data.vision.augmentation_rng(index)` gets the same augmented sample under any number
+of data-parallel ranks or workers. A seeded `mixup_func` (`libai.data.vision.data.Mixup`) is
+seeded per micro-batch by the image train loader (see `build_image_train_loader`).
 """
 from __future__ import annotations
 
 import logging
 import numbers
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 from omegaconf import ListConfig
@@ -77,23 +83,60 @@ def _warn_unused(builder: str, kwargs: dict) -> None:
         logger.warning("%s ignores the arguments %s", builder, sorted(kwargs))
 
 
+class ImageTrainLoader(DataLoader):
+    """The image train loader: a DataLoader that seeds its `mixup_func` per micro-batch.
+
+    LiBai binds `mixup_func` to the loader and the trainer applies it to each batch
+    (`DefaultTrainer.get_batch`). Before handing out a batch, this loader calls
+    ``mixup_func.seed_next_batch(mixup_seed, position)`` when the function has that method
+    (`libai.data.vision.data.Mixup` does), so the trainer's next call mixes with numbers
+    drawn from (seed, position). ``position`` is the stream position of the batch's first
+    sample (`CyclicSampler`: ``consumed_samples + data_parallel_rank * micro_batch_size`` at
+    the step; for another sampler, the count of batches drawn in this pass). It does not
+    depend on the number of workers and is restored on resume. The trainer must apply the
+    function to each batch before it draws the next, as `DefaultTrainer` does.
+    """
+
+    mixup_func: Optional[Callable] = None
+    mixup_seed: int = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        mixup = self.mixup_func
+        if not hasattr(mixup, "seed_next_batch"):
+            return super().__iter__()
+        sampler = self.batch_sampler
+        start = stride = None
+        if isinstance(sampler, CyclicSampler):
+            # Read before the DataLoader iterator starts: its prefetching advances the sampler.
+            start = sampler.consumed_samples + sampler.data_parallel_rank * sampler.micro_batch_size
+            stride = sampler.actual_batch_size
+        return self._seeding_mixup(super().__iter__(), mixup, start, stride)
+
+    def _seeding_mixup(self, batches: Iterator[Any], mixup: Any, start: Optional[int], stride: Optional[int]) -> Iterator[Any]:
+        for step, batch in enumerate(batches):
+            position = step if start is None or stride is None else start + step * stride
+            mixup.seed_next_batch(self.mixup_seed, position)
+            yield batch
+
+
 def _make_loader(
     dataset: Dataset,
     batch_sampler: Any,
     num_workers: int,
     collate_fn: Optional[Callable],
     seed: int,
+    loader_class: type = DataLoader,
 ) -> DataLoader:
-    """A DataLoader over `batch_sampler` with Instance.stack as default collate."""
+    """A `loader_class` (a DataLoader) over `batch_sampler` with Instance.stack as default collate."""
     if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 0:
         raise DataError(f"num_workers must be >= 0 (an integer), got {num_workers!r}: set the loader's num_workers")
     from libai.utils.distributed import get_rank
 
-    # Worker RNG seeds come from this generator, so random augmentation in workers is
-    # reproducible for a given seed and rank.
+    # Worker RNG seeds come from this generator, so draws outside `augmentation_rng` (which
+    # seeds per sample, independently of rank and worker) are reproducible for a seed and rank.
     generator = torch.Generator()
     generator.manual_seed(int(seed) + get_rank())
-    return DataLoader(
+    return loader_class(
         dataset,
         batch_sampler=batch_sampler,
         num_workers=int(num_workers),
@@ -114,6 +157,7 @@ def _train_loader(
     seed: int,
     collate_fn: Optional[Callable],
     dataset_mixer: Callable,
+    loader_class: type = DataLoader,
 ) -> DataLoader:
     dataset = _mix_datasets(dataset, dataset_mixer)
     if sampler is None:
@@ -129,7 +173,7 @@ def _train_loader(
             data_parallel_size=dp_size,
             seed=seed,
         )
-    return _make_loader(dataset, sampler, num_workers, collate_fn, seed)
+    return _make_loader(dataset, sampler, num_workers, collate_fn, seed, loader_class)
 
 
 def _test_loader(
@@ -208,13 +252,23 @@ def build_image_train_loader(
     """Train loader for image datasets: `(train_loader, None, None)` as in LiBai.
 
     `mixup_func`, if given, is attached as `loader.mixup_func` for the trainer to apply to
-    each batch.
+    each batch (`DefaultTrainer.get_batch`), as in LiBai. A `libai.data.vision.data.Mixup`
+    is seeded per micro-batch from `seed` and the stream position of the micro-batch's first
+    sample (see `ImageTrainLoader`), so a run mixes the same way at any number of workers and
+    on resume. Each rank mixes its own micro-batch (a sample's partner is its mirror in that
+    micro-batch, as in LiBai), so the mix depends on how the global batch is cut into
+    micro-batches: a run with data_parallel_size 2 mixes exactly as one process with the same
+    micro-batch size and 2 accumulation steps, not as one process with micro-batches twice as
+    large. Each sample's augmentation before mixing is the same under every layout (see
+    `libai.data.vision.augmentation_rng`).
     """
     _warn_unused("build_image_train_loader", kwargs)
     loader = _train_loader(
-        dataset, train_batch_size, sampler, num_workers, consumed_samples, seed, collate_fn, dataset_mixer
+        dataset, train_batch_size, sampler, num_workers, consumed_samples, seed, collate_fn, dataset_mixer,
+        loader_class=ImageTrainLoader,
     )
     loader.mixup_func = mixup_func
+    loader.mixup_seed = int(seed)
     return loader, None, None
 
 

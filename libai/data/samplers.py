@@ -10,6 +10,9 @@ shuffling). A step covers the ``micro_batch_size * data_parallel_size`` position
 So the samples of global batch k depend only on (seed, N, global batch size), never on how the
 global batch is divided among data-parallel ranks and micro-batches; this is what makes a run on
 one process and on many train the same model, and resume exact under a different layout.
+Each index is yielded as a `SampleIndex` (an `int` carrying its epoch and the sampler's seed),
+which is what lets `libai.data.vision.augmentation_rng` seed a sample's augmentation from
+(seed, index, epoch) alone, in any worker process.
 LiBai's samplers give each rank its own contiguous bucket instead, which ties the batches to
 the data-parallel size; the constructor arguments and ``consumed_samples`` semantics are LiBai's.
 """
@@ -22,6 +25,7 @@ from typing import Iterator, Sized
 import torch
 
 from libai.data.errors import DataError
+from libai.data.vision.rng import SampleIndex
 
 
 def _check_args(
@@ -68,14 +72,14 @@ class _SampleStream:
             self._cache[epoch] = order
         return self._cache[epoch]
 
-    def indices(self, start: int, count: int) -> list[int]:
-        """Dataset indices of positions [start, start + count)."""
-        out: list[int] = []
+    def indices(self, start: int, count: int) -> list[SampleIndex]:
+        """Dataset indices of positions [start, start + count), each knowing its epoch."""
+        out: list[SampleIndex] = []
         position, end = start, start + count
         while position < end:
             epoch, offset = divmod(position, self.num_samples)
             take = min(end - position, self.num_samples - offset)
-            out.extend(self.order(epoch)[offset : offset + take].tolist())
+            out.extend(SampleIndex(i, epoch, self.seed) for i in self.order(epoch)[offset : offset + take].tolist())
             position += take
         return out
 
@@ -170,9 +174,9 @@ class SingleRoundSampler:
         return math.ceil(self.data_size / self.actual_batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = self._stream.order(0)
+        order = self._stream.order(0).tolist()
         for step in range(len(self)):
             start = step * self.actual_batch_size + self.data_parallel_rank * self.micro_batch_size
             positions = range(start, start + self.micro_batch_size)
             # Padding positions wrap around into the same epoch's order.
-            yield [int(order[p % self.data_size]) for p in positions]
+            yield [SampleIndex(order[p % self.data_size], 0, self.seed) for p in positions]
