@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from libai.data.structures import DistTensorData, Instance
 from libai.data.transforms import ToTensor
+from libai.data.vision import augmentation_rng
 
 _TO_TENSOR = ToTensor()
 
@@ -49,7 +50,10 @@ class ImageClassificationDataset(Dataset):
         """Apply `transform` to the image of sample `index` (the image itself without one)."""
         if self.transform is None:
             return image
-        return self.transform(image)
+        # Random transforms draw from a generator seeded by (train.seed, epoch, index) that the
+        # sampler attaches to `index`, so every layout and worker count augments alike.
+        with augmentation_rng(index):
+            return self.transform(image)
 
     def __getitem__(self, index: int) -> Instance:
         image, target = self._load(index)
