@@ -3,6 +3,7 @@ from .build import build_graph, build_model
 from .bert_model import BertForClassification, BertForPreTraining, BertModel
 from .gpt_model import GPTForPreTraining, GPTModel
 from .llama import LlamaForCausalLM, LlamaModel
+from .roberta_model import RobertaForCausalLM, RobertaForPreTraining, RobertaModel
 from .t5_model import T5ForPreTraining, T5Model
 from .vision_transformer import VisionTransformer
 
@@ -14,6 +15,9 @@ __all__ = [
     "GPTForPreTraining",
     "LlamaModel",
     "LlamaForCausalLM",
+    "RobertaModel",
+    "RobertaForPreTraining",
+    "RobertaForCausalLM",
     "T5Model",
     "T5ForPreTraining",
     "VisionTransformer",
