@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from libai.config import configurable
-from libai.layers import LMLogits
+from libai.layers import Embedding, LMLogits
 from libai.layers.utils import InitMethod, to_local
 from libai.utils import distributed as dist
 from libai.utils.logger import log_ignored_arguments
@@ -41,6 +41,7 @@ from .utils.weight_init import init_method_normal
 
 __all__ = [
     "RobertaEmbeddings",
+    "RobertaPositionEmbedding",
     "RobertaExtendedAttnMask",
     "RobertaPooler",
     "RobertaLoss",
@@ -65,6 +66,23 @@ class RobertaExtendedAttnMask(BertExtendedAttnMask):
 
 class RobertaPooler(BertPooler):
     """BERT's pooler: `tanh(dense(hidden[:, 0]))`."""
+
+
+class RobertaPositionEmbedding(Embedding):
+    """The position table, looked up at RoBERTa's positions of `input_ids` unless
+    `position_ids` are given. The positions are computed inside this layer (not in the
+    embeddings' glue code) so that only its pipeline stage reads the token ids."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, pad_token_id: int,
+                 init_method: Optional[InitMethod] = nn.init.xavier_normal_, amp_enabled: bool = False) -> None:
+        super().__init__(num_embeddings, embedding_dim, pad_token_id, init_method, amp_enabled, layer_idx=0)
+        self.pad_token_id = pad_token_id
+
+    def forward(self, input_ids: torch.Tensor, position_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Position embeddings [b, s, dim]."""
+        if position_ids is None:
+            position_ids = create_position_ids_from_input_ids(to_local(input_ids), self.pad_token_id)
+        return super().forward(position_ids)
 
 
 class RobertaEmbeddings(BertEmbeddings):
@@ -100,6 +118,13 @@ class RobertaEmbeddings(BertEmbeddings):
             padding_idx=pad_token_id,
         )
         self.pad_token_id = pad_token_id
+        # In BERT's slot, with the table BERT's constructor just drew (init_method=None:
+        # zeros, no second RNG draw), so the initialisation is BERT's.
+        position_table = self.position_embeddings.weight
+        self.position_embeddings = RobertaPositionEmbedding(
+            max_sequence_length, hidden_size, pad_token_id, init_method=None, amp_enabled=amp_enabled
+        )
+        self.position_embeddings.weight = position_table
 
     def forward(
         self,
@@ -118,8 +143,12 @@ class RobertaEmbeddings(BertEmbeddings):
                     f"{self.max_sequence_length} holds positions for {longest} (they start after "
                     f"pad_token_id={self.pad_token_id}): shorten the sequence"
                 )
-            position_ids = create_position_ids_from_input_ids(input_ids, self.pad_token_id)
-        return super().forward(input_ids, tokentype_ids, position_ids)
+        embeddings = self.vocab_embeddings(input_ids) + self.position_embeddings(input_ids, position_ids)
+        if self.tokentype_embeddings is not None:
+            if tokentype_ids is None:
+                tokentype_ids = torch.zeros_like(input_ids)
+            embeddings = embeddings + self.tokentype_embeddings(to_local(tokentype_ids))
+        return self.embedding_dropout(embeddings)
 
 
 class RobertaLoss(BertLoss):
