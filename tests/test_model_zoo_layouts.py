@@ -3,11 +3,12 @@
 GPT-2, BERT, ViT, T5 and iGPT (the task on its convolutional backbone; its transformer
 backbone is GPT-2's layers) train 10 steps on one process and on 8 processes as dp2·tp2·pp2
 (global batch 16, micro batch 2: 8 micro-batches on one process, 4 per data-parallel rank
-through the 1F1B pipeline). Llama trains 20 steps under dp2, tp2, pp2 and dp2·tp2·pp2 (the
-last with ZeRO-3 and activation checkpointing), against one one-process run. ResMLP, Swin
-and Swin V2 train 10 steps under dp2·tp2 (4 processes) and pp2 (2 processes), each against
-one one-process run (ResMLP's blocks cross the stage boundary as views of a transposed
-patch grid).
+through the 1F1B pipeline). RoBERTa (LiBai's configs/roberta_pretrain.py, shrunk) trains 10
+steps on one process and as dp2·tp2 on 4 processes. Llama trains 20 steps under dp2, tp2, pp2
+and dp2·tp2·pp2 (the last with ZeRO-3 and activation checkpointing), against one one-process
+run. ResMLP, Swin and Swin V2 train 10 steps under dp2·tp2 (4 processes) and pp2 (2
+processes), each against one one-process run (ResMLP's blocks cross the stage boundary as
+views of a transposed patch grid).
 """
 import os
 
@@ -55,6 +56,15 @@ def test_model_trains_the_same_under_dp2_tp2_pp2(name, tmp_path):
     train_sh(1, one, config=config)
     train_sh(8, eight, *PARALLEL, config=config)
     _assert_same_losses(_losses(one), _losses(eight), 10, name)
+
+
+def test_roberta_trains_the_same_under_dp2_tp2(tmp_path):
+    config = os.path.join(REPO, "tests/configs/zoo/roberta.py")
+    one = str(tmp_path / "one")
+    four = str(tmp_path / "four")
+    train_sh(1, one, config=config)
+    train_sh(4, four, "train.dist.tensor_parallel_size=2", config=config)
+    _assert_same_losses(_losses(one), _losses(four), 10, "roberta dp2 tp2")
 
 
 @pytest.fixture(scope="module")

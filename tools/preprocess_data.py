@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator, Optional
 # Runnable as `python tools/preprocess_data.py` from the repository root without installing.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-TOKENIZER_NAMES = ("GPT2Tokenizer", "BertTokenizer")
+TOKENIZER_NAMES = ("GPT2Tokenizer", "BertTokenizer", "RobertaTokenizer")
 # A sentence ends at ., ! or ? (optionally followed by closing quotes or brackets) before whitespace.
 _SENTENCE_END = re.compile(r"(?<=[.!?])(?<![A-Z][.])['\")\]]*\s+")
 
@@ -36,14 +36,23 @@ def split_sentences(text: str) -> list[str]:
 
 def build_tokenizer(args: argparse.Namespace) -> Any:
     """The tokenizer named by `--tokenizer-name`, on the given or the shipped vocabulary."""
-    from libai.tokenizer import BertTokenizer, GPT2Tokenizer, bert_vocab_file, gpt2_vocab_files
+    from libai.tokenizer import (
+        BertTokenizer,
+        GPT2Tokenizer,
+        RobertaTokenizer,
+        bert_vocab_file,
+        gpt2_vocab_files,
+        roberta_vocab_files,
+    )
 
-    if args.tokenizer_name == "GPT2Tokenizer":
+    byte_level = {"GPT2Tokenizer": (GPT2Tokenizer, gpt2_vocab_files), "RobertaTokenizer": (RobertaTokenizer, roberta_vocab_files)}
+    if args.tokenizer_name in byte_level:
+        tokenizer_class, shipped_files = byte_level[args.tokenizer_name]
         vocab, merges = (args.vocab_file, args.merges_file)
         if vocab is None or merges is None:
-            shipped = gpt2_vocab_files()
+            shipped = shipped_files()
             vocab, merges = vocab or shipped[0], merges or shipped[1]
-        return GPT2Tokenizer(vocab_file=vocab, merges_file=merges)
+        return tokenizer_class(vocab_file=vocab, merges_file=merges)
     kwargs = {} if args.do_lower_case is None else {"do_lower_case": args.do_lower_case}
     return BertTokenizer(vocab_file=args.vocab_file or bert_vocab_file(), **kwargs)
 
@@ -175,7 +184,7 @@ def get_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     group = parser.add_argument_group("tokenizer")
     group.add_argument("--tokenizer-name", required=True, choices=TOKENIZER_NAMES)
     group.add_argument("--vocab-file", default=None, help="default: the vocabulary shipped offline")
-    group.add_argument("--merges-file", default=None, help="GPT-2 merges (default: shipped offline)")
+    group.add_argument("--merges-file", default=None, help="GPT-2 / RoBERTa merges (default: shipped offline)")
     group.add_argument("--do-lower-case", action=argparse.BooleanOptionalAction, default=None,
                        help="BERT lower-casing (default: the tokenizer's, True)")
     group.add_argument("--append-eod", action="store_true", help="end every document with the eod token")
@@ -190,7 +199,7 @@ def get_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     if args.workers < 1:
         parser.error("--workers must be >= 1")
     if args.tokenizer_name == "BertTokenizer" and args.merges_file is not None:
-        parser.error("--merges-file is for GPT2Tokenizer only")
+        parser.error("--merges-file is for GPT2Tokenizer and RobertaTokenizer only")
     return args
 
 

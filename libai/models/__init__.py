@@ -6,6 +6,7 @@ from .llama import LlamaForCausalLM, LlamaModel
 from .resmlp import ResMLP
 from .swin_transformer import SwinTransformer
 from .swin_transformer_v2 import SwinTransformerV2
+from .roberta_model import RobertaForCausalLM, RobertaForPreTraining, RobertaModel
 from .t5_model import T5ForPreTraining, T5Model
 from .vision_transformer import VisionTransformer
 
@@ -20,6 +21,9 @@ __all__ = [
     "ResMLP",
     "SwinTransformer",
     "SwinTransformerV2",
+    "RobertaModel",
+    "RobertaForPreTraining",
+    "RobertaForCausalLM",
     "T5Model",
     "T5ForPreTraining",
     "VisionTransformer",

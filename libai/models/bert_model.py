@@ -60,6 +60,7 @@ class BertEmbeddings(nn.Module):
         num_tokentypes: number of token types (0: no token-type embeddings).
         init_method: initialiser of the tables.
         amp_enabled: accepted for LiBai compatibility.
+        padding_idx: the word and position tables' zero, untrained row (None: none; RoBERTa's is 1).
     """
 
     def __init__(
@@ -71,14 +72,15 @@ class BertEmbeddings(nn.Module):
         num_tokentypes: int = 0,
         init_method: InitMethod = nn.init.xavier_normal_,
         amp_enabled: bool = False,
+        padding_idx: Optional[int] = None,
     ) -> None:
         super().__init__()
         self.max_sequence_length = max_sequence_length
         self.vocab_embeddings = VocabEmbedding(
-            vocab_size, hidden_size, init_method=init_method, amp_enabled=amp_enabled, layer_idx=0
+            vocab_size, hidden_size, padding_idx, init_method=init_method, amp_enabled=amp_enabled, layer_idx=0
         )
         self.position_embeddings = Embedding(
-            max_sequence_length, hidden_size, init_method=init_method, amp_enabled=amp_enabled, layer_idx=0
+            max_sequence_length, hidden_size, padding_idx, init_method=init_method, amp_enabled=amp_enabled, layer_idx=0
         )
         self.tokentype_embeddings = None
         if num_tokentypes > 0:

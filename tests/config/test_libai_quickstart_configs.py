@@ -40,6 +40,12 @@ CASES = {
         ["model.cfg.intermediate_size=128", "model.cfg.max_position_embeddings=32", "train.dist.pipeline_num_layers=4",
          *SEQ32, "dataloader.train.dataset.0.max_seq_length_dec=16", "dataloader.test.0.dataset.max_seq_length_dec=16"],
     ),
+    "roberta_pretrain": (
+        "configs/roberta_pretrain.py",
+        # LiBai's config fixes 8 data-parallel ranks; 34 positions hold 32 tokens after <pad> = 1.
+        ["train.dist.data_parallel_size=1", "model.cfg.intermediate_size=128", "model.cfg.max_position_embeddings=34",
+         *SEQ32],
+    ),
     "bert_classification": (
         "tests/configs/libai/bert_classification_folio.py",
         ["model.cfg.intermediate_size=128", "model.cfg.max_position_embeddings=32", "train.activation_checkpoint.enabled=True"],
@@ -103,6 +109,7 @@ def shakespeare_data():
 
     shakespeare_indexed_dataset("data/shakespeare", "GPT2Tokenizer")
     shakespeare_indexed_dataset("data/shakespeare_bert", "BertTokenizer", split_sentences=True, append_eod=False)
+    shakespeare_indexed_dataset("data/shakespeare_roberta", "RobertaTokenizer", split_sentences=True, append_eod=False)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -7,9 +7,10 @@ import torch
 
 from libai.data import Instance, build_nlp_train_val_test_loader
 from libai.data.build import train_valid_test_ranges
-from libai.data.datasets import BertDataset, GPT2Dataset, T5Dataset
+from libai.data.datasets import BertDataset, GPT2Dataset, RobertaDataset, T5Dataset
 from libai.data.indexed import MMapIndexedDataset, MMapIndexedDatasetBuilder
 from libai.tokenizer import BertTokenizer, GPT2Tokenizer, bert_vocab_file, gpt2_vocab_files, shakespeare_texts
+from libai.tokenizer import RobertaTokenizer, roberta_vocab_files
 
 BERT_FIELDS = ["input_ids", "attention_mask", "tokentype_ids", "ns_labels", "lm_labels", "loss_mask"]
 T5_FIELDS = [
@@ -77,6 +78,18 @@ def documents(data_dir, bert_tokenizer, shakespeare_paragraphs):
     """The same text, a single sequence per document (no sentence split)."""
     docs = [[bert_tokenizer.encode(" ".join(p), add_special_tokens=False)] for p in shakespeare_paragraphs]
     return _write(str(data_dir / "documents"), docs)
+
+
+@pytest.fixture(scope="module")
+def roberta_tokenizer(data_dir):
+    return RobertaTokenizer(*roberta_vocab_files(data_dir))
+
+
+@pytest.fixture(scope="module")
+def roberta_sentences(data_dir, roberta_tokenizer, shakespeare_paragraphs):
+    """RoBERTa-tokenized sentence data: a document per paragraph, a sequence per line."""
+    docs = [[roberta_tokenizer.encode(line) for line in p] for p in shakespeare_paragraphs]
+    return _write(str(data_dir / "roberta_sentences"), docs)
 
 
 # ---- GPT-2 -----------------------------------------------------------------------------
@@ -220,6 +233,40 @@ def test_bert_errors(sentences, stream_docs, bert_tokenizer, data_dir):
 # ---- T5 --------------------------------------------------------------------------------
 
 
+# ---- RoBERTa ---------------------------------------------------------------------------
+
+
+def test_roberta_samples_are_masked_lm_only(roberta_sentences, roberta_tokenizer):
+    tok = roberta_tokenizer
+    ds = RobertaDataset(tokenizer=tok, indexed_dataset=roberta_sentences, max_seq_length=40, max_num_samples=2000)
+    predicted = candidates = masked = 0
+    for i in range(len(ds)):
+        sample = ds[i]
+        fields = ["input_ids", "attention_mask", "tokentype_ids", "lm_labels", "loss_mask"]
+        assert list(sample.get_fields()) == fields  # RobertaForPreTraining's arguments
+        t = {k: v.tensor for k, v in sample.get_fields().items()}
+        labels, n = t["lm_labels"], int(t["attention_mask"].sum())
+        assert labels[0] == tok.cls_token_id == 0 and labels[n - 1] == tok.sep_token_id == 2
+        assert not (labels[1 : n - 1] == tok.sep_token_id).any()  # one text, no sentence pair
+        assert t["input_ids"][n:].eq(1).all() and t["tokentype_ids"].eq(0).all()
+        chosen = t["loss_mask"].bool()
+        assert not chosen[[0, n - 1]].any() and not chosen[n:].any()
+        assert torch.equal(t["input_ids"][~chosen], labels[~chosen])
+        candidates += n - 2
+        predicted += int(chosen.sum())
+        masked += int((t["input_ids"][chosen] == tok.mask_token_id).sum())
+    assert abs(predicted / candidates - 0.15) < 0.01
+    assert abs(masked / predicted - 0.8) < 0.03
+    # A sample depends only on (seed, idx).
+    again = RobertaDataset(tokenizer=tok, indexed_dataset=roberta_sentences, max_seq_length=40, max_num_samples=2000)
+    assert torch.equal(again[7].input_ids.tensor, ds[7].input_ids.tensor)
+
+
+def test_roberta_masking_style_must_be_bert(roberta_sentences, roberta_tokenizer):
+    with pytest.raises(ValueError, match="masking_style 't5' is not supported: use 'bert'"):
+        RobertaDataset(tokenizer=roberta_tokenizer, indexed_dataset=roberta_sentences, masking_style="t5")
+
+
 def _reconstruct(sample, tokenizer):
     """The original tokens from the encoder input with each sentinel replaced by its decoder span."""
     sentinels = set(tokenizer.additional_special_tokens_ids)
@@ -360,10 +407,11 @@ def test_loader_argument_errors(one_process_group, stream_docs):
         ("gpt", "stream", dict(max_seq_length=16), "input_ids", (2, 16)),
         ("bert", "sentences", dict(max_seq_length=32), "tokentype_ids", (2, 32)),
         ("t5", "sentences", dict(max_seq_length=48, max_seq_length_dec=16), "decoder_attn_mask", (2, 16, 16)),
+        ("roberta", "roberta_sentences", dict(max_seq_length=32), "loss_mask", (2, 32)),
     ],
 )
 def test_packaged_data_configs_build_loaders(
-    one_process_group, stream_docs, sentences, data_dir, name, prefix, lengths, field, shape
+    one_process_group, stream_docs, sentences, roberta_sentences, data_dir, name, prefix, lengths, field, shape
 ):
     from libai.config import LazyConfig, get_config, instantiate
     from libai.tokenizer import build_tokenizer

@@ -175,3 +175,51 @@ def read_hf_checkpoint(folder: str) -> tuple[dict, dict]:
     with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
         config = json.load(f)
     return config, load_file(os.path.join(folder, "model.safetensors"))
+
+
+# --------------------------------------------------------------------------------------
+# RoBERTa: random Hugging Face models (transformers is the reference here)
+# --------------------------------------------------------------------------------------
+
+
+ROBERTA_CONFIG = dict(
+    vocab_size=96,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=20,
+    type_vocab_size=1,
+    layer_norm_eps=1e-5,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
+
+
+def random_hf_roberta(folder: str, architecture: str = "RobertaForMaskedLM", seed: int = 0, **config):
+    """A `transformers` RoBERTa model (`architecture`) with random weights, saved to `folder`
+    (config.json + model.safetensors) and returned in eval mode.
+
+    Every weight gets noise on top of Hugging Face's initialisation (LayerNorms of 1 and
+    biases of 0 would hide a wrong or missing mapping)."""
+    import transformers
+
+    hf_config = transformers.RobertaConfig(**{**ROBERTA_CONFIG, **config})
+    torch.manual_seed(seed)
+    model = getattr(transformers, architecture)(hf_config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.2)
+        # The padding rows stay zero, as in a trained RoBERTa.
+        model.base_model.embeddings.word_embeddings.weight[hf_config.pad_token_id].zero_()
+        model.base_model.embeddings.position_embeddings.weight[hf_config.pad_token_id].zero_()
+    model.save_pretrained(folder)
+    return model
+
+
+def roberta_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask): `<s> ... </s>` rows right-padded with `<pad>` = 1."""
+    rows = [[0, 5, 6, 7, 8, 2], [0, 9, 10, 11, 12, 13, 14, 15, 2], [0, 40, 2]]
+    length = max(len(r) for r in rows)
+    ids = torch.tensor([r + [1] * (length - len(r)) for r in rows])
+    return ids, (ids != 1).long()

@@ -10,7 +10,16 @@ import pytest
 import torch
 
 from libai.layers.utils import full_tensor
-from libai.models import BertForClassification, BertForPreTraining, BertModel, GPTForPreTraining, GPTModel
+from libai.models import (
+    BertForClassification,
+    BertForPreTraining,
+    BertModel,
+    GPTForPreTraining,
+    GPTModel,
+    RobertaForCausalLM,
+    RobertaForPreTraining,
+    RobertaModel,
+)
 from libai.models.utils.model_loader import (
     BertLoaderHuggerFace,
     GPT2LoaderHuggerFace,
@@ -18,6 +27,7 @@ from libai.models.utils.model_loader import (
     export_to_huggingface,
     load_huggingface_bert,
     load_huggingface_gpt2,
+    load_huggingface_roberta,
 )
 from libai.utils import distributed as dist
 from tests.models.hf_reference import (
@@ -28,7 +38,9 @@ from tests.models.hf_reference import (
     random_gpt2_state,
     read_hf_checkpoint,
     reference_bert,
+    random_hf_roberta,
     reference_gpt2_logits,
+    roberta_batch,
     write_hf_checkpoint,
 )
 
@@ -186,6 +198,98 @@ def test_loading_into_a_built_model_checks_its_architecture(gpt2_dir):
     message = "the model has activation='gelu' but the checkpoint needs 'gelu_tanh'"
     with pytest.raises(HuggingFaceCheckpointError, match=message):
         GPT2LoaderHuggerFace(wrong, None, gpt2_dir).load()
+
+
+# --------------------------------------------------------------------------------------
+# RoBERTa (random transformers models as the reference)
+# --------------------------------------------------------------------------------------
+
+
+def test_roberta_model_matches_transformers(tmp_path):
+    hf = random_hf_roberta(str(tmp_path), "RobertaModel")
+    model = load_huggingface_roberta(tmp_path).eval()
+    assert model.cfg["pad_token_id"] == 1 and model.cfg["num_tokentypes"] == 1
+    ids, mask = roberta_batch()
+    with torch.no_grad():
+        sequence, pooled = model(ids, mask)
+        ref = hf(input_ids=ids, attention_mask=mask)
+    # Every position, padding included (padding sits at position pad_token_id, as in transformers).
+    assert max_error(sequence, ref.last_hidden_state) < TOL
+    assert max_error(pooled, ref.pooler_output) < TOL
+    assert ref.last_hidden_state.abs().max() > 1.0
+
+
+def test_roberta_masked_lm_matches_transformers(tmp_path):
+    hf = random_hf_roberta(str(tmp_path), "RobertaForMaskedLM", seed=1)
+    model = load_huggingface_roberta(tmp_path, RobertaForPreTraining).eval()
+    assert model.roberta.pooler is None
+    ids, mask = roberta_batch()
+    with torch.no_grad():
+        scores = model(ids, mask)["prediction_scores"]
+        token_losses = model(ids, mask, lm_labels=ids)["lm_loss"]
+        ref = hf(input_ids=ids, attention_mask=mask).logits
+    assert max_error(scores, ref) < TOL
+    assert ref.abs().max() > 1.0
+    expected = torch.nn.functional.cross_entropy(ref.reshape(-1, ref.shape[-1]), ids.reshape(-1), reduction="none")
+    assert max_error(token_losses, expected.view_as(ids)) < TOL
+    # Training: the mean over loss_mask.
+    model.train()
+    loss_mask = torch.zeros_like(ids, dtype=torch.float32)
+    loss_mask[:, 1:3] = 1.0
+    loss = model(ids, mask, lm_labels=ids, loss_mask=loss_mask)["lm_loss"]
+    assert loss.item() == pytest.approx((expected.view_as(ids) * loss_mask).sum().item() / 6, rel=1e-5)
+
+
+def test_roberta_causal_lm_matches_transformers(tmp_path):
+    hf = random_hf_roberta(str(tmp_path), "RobertaForCausalLM", seed=2, is_decoder=True)
+    model = load_huggingface_roberta(tmp_path, RobertaForCausalLM).eval()
+    ids, mask = roberta_batch()
+    with torch.no_grad():
+        scores = model(ids, mask)["prediction_scores"]
+        hf_out = hf(input_ids=ids, attention_mask=mask, labels=ids)
+        token_losses = model(ids, mask, labels=ids)["lm_loss"]
+    assert max_error(scores, hf_out.logits) < TOL
+    # Causal: a later token does not change an earlier token's scores.
+    changed = ids.clone()
+    changed[:, -1] = 50
+    with torch.no_grad():
+        assert max_error(model(changed, mask)["prediction_scores"][:, :-1], scores[:, :-1]) < 1e-6
+    # transformers' loss: next-token cross entropy over every token (padding labels included).
+    assert token_losses.shape == (3, ids.shape[1] - 1)
+    assert token_losses.mean().item() == pytest.approx(hf_out.loss.item(), rel=1e-5)
+
+
+def test_roberta_export_loads_back_into_transformers(tmp_path):
+    import transformers
+
+    hf = random_hf_roberta(str(tmp_path / "source"), "RobertaForMaskedLM", seed=3)
+    model = load_huggingface_roberta(tmp_path / "source", RobertaForPreTraining)
+    export_to_huggingface(model, tmp_path / "exported")
+    exported_config, exported = read_hf_checkpoint(str(tmp_path / "exported"))
+    assert exported_config["model_type"] == "roberta" and exported_config["pad_token_id"] == 1
+    assert exported_config["architectures"] == ["RobertaForMaskedLM"]
+    _, source = read_hf_checkpoint(str(tmp_path / "source"))
+    assert set(exported) == set(source)
+    assert all(torch.equal(exported[k], source[k]) for k in exported)
+    again = transformers.RobertaForMaskedLM.from_pretrained(str(tmp_path / "exported")).eval()
+    ids, mask = roberta_batch()
+    with torch.no_grad():
+        assert max_error(again(input_ids=ids, attention_mask=mask).logits, hf(input_ids=ids, attention_mask=mask).logits) < TOL
+
+
+def test_roberta_loader_rejects_other_families(tmp_path):
+    random_hf_roberta(str(tmp_path), "RobertaModel")
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
+    with pytest.raises(HuggingFaceCheckpointError, match="model_type 'bert': this loader reads RoBERTa") as err:
+        load_huggingface_roberta(tmp_path)
+    one_line(err)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HuggingFaceCheckpointError, match="pad_token_id=0 disagrees"):
+        load_huggingface_roberta(tmp_path, pad_token_id=0)
+    short = RobertaModel(load_huggingface_roberta(tmp_path).cfg)
+    with pytest.raises(ValueError, match="22 tokens but max_position_embeddings=20 holds positions for 18"):
+        short(torch.full((1, 22), 5), None)
 
 
 # --------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Hugging Face weights on 2 gloo processes: tp=2 (real MiniLM and GPT-2 equal to the plain
-PyTorch references), and export -> import round trips under tp=2, pp=2 and dp=2.
+PyTorch references, a random RoBERTa masked LM equal to transformers'), and export -> import round trips under tp=2, pp=2 and dp=2.
 
 One spawn for the whole module: every layout runs inside the workers, which return plain
 Python values.
@@ -18,9 +18,11 @@ from tests.models.hf_reference import (
     minilm_path,
     padded_batch,
     random_gpt2_state,
+    random_hf_roberta,
     read_hf_checkpoint,
     reference_bert,
     reference_gpt2_logits,
+    roberta_batch,
     write_hf_checkpoint,
 )
 
@@ -47,7 +49,23 @@ def _export_and_compare(model, source_dir: str, out_dir: str, prefix: str = "") 
     return _same_as_source(source_dir, out_dir, prefix) if dist.get_rank() == 0 else {}
 
 
-def _tp2_checks(gpt2_dir: str, out_root: str) -> dict:
+def _roberta_tp2_checks(roberta_dir: str, roberta_logits: torch.Tensor, out_root: str) -> dict:
+    from libai.models import RobertaForPreTraining
+    from libai.models.utils.model_loader import load_huggingface_roberta
+
+    model = load_huggingface_roberta(roberta_dir, RobertaForPreTraining).eval()
+    ids, mask = roberta_batch()
+    with torch.no_grad():
+        scores = model(ids, mask)["prediction_scores"]
+    return dict(
+        error=(scores - roberta_logits).abs().max().item(),
+        # The vocabulary really is split: each rank holds half of the word embeddings.
+        local_vocab_rows=model.roberta.embeddings.vocab_embeddings.weight.to_local().shape[0],
+        round_trip=_export_and_compare(model, roberta_dir, os.path.join(out_root, "tp2_roberta")),
+    )
+
+
+def _tp2_checks(gpt2_dir: str, out_root: str, roberta_dir: str, roberta_logits: torch.Tensor) -> dict:
     from libai.models.utils.model_loader import load_huggingface_bert, load_huggingface_gpt2
     from libai.utils import distributed as dist
 
@@ -72,6 +90,7 @@ def _tp2_checks(gpt2_dir: str, out_root: str) -> dict:
         gpt_error=(logits - reference_gpt2_logits(gpt_state, gpt_config, tokens)).abs().max().item(),
         bert_round_trip=_export_and_compare(bert, minilm_path(), os.path.join(out_root, "tp2_bert")),
         gpt_round_trip=_export_and_compare(gpt, gpt2_dir, os.path.join(out_root, "tp2_gpt")),
+        roberta=_roberta_tp2_checks(roberta_dir, roberta_logits, out_root),
     )
 
 
@@ -97,10 +116,10 @@ def _round_trip_checks(layout: dict, gpt2_dir: str, out_root: str, name: str) ->
     return results
 
 
-def run_checks(gpt2_dir: str, out_root: str) -> dict:
+def run_checks(gpt2_dir: str, out_root: str, roberta_dir: str, roberta_logits: torch.Tensor) -> dict:
     """Worker: every layout in turn (the mesh is rebuilt each time)."""
     return dict(
-        tp2=_tp2_checks(gpt2_dir, out_root),
+        tp2=_tp2_checks(gpt2_dir, out_root, roberta_dir, roberta_logits),
         pp2=_round_trip_checks({"pipeline_parallel_size": 2}, gpt2_dir, out_root, "pp2"),
         dp2=_round_trip_checks({"data_parallel_size": 2}, gpt2_dir, out_root, "dp2"),
     )
@@ -109,7 +128,11 @@ def run_checks(gpt2_dir: str, out_root: str) -> dict:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     gpt2_dir = write_hf_checkpoint(str(tmp_path_factory.mktemp("gpt2")), GPT2_CONFIG, random_gpt2_state(seed=7))
-    return run_on_ranks(run_checks, 2, gpt2_dir, str(tmp_path_factory.mktemp("exports")))
+    roberta_dir = str(tmp_path_factory.mktemp("roberta"))
+    ids, mask = roberta_batch()
+    with torch.no_grad():
+        roberta_logits = random_hf_roberta(roberta_dir, "RobertaForMaskedLM", seed=7)(input_ids=ids, attention_mask=mask).logits
+    return run_on_ranks(run_checks, 2, gpt2_dir, str(tmp_path_factory.mktemp("exports")), roberta_dir, roberta_logits)
 
 
 def test_tp2_minilm_and_gpt2_match_the_references(ranks):
@@ -118,6 +141,14 @@ def test_tp2_minilm_and_gpt2_match_the_references(ranks):
         assert tp2["qkv_local_rows"] == 3 * 384 // 2
         assert tp2["bert_error"] < TOL and tp2["pooled_error"] < TOL, f"rank {rank}: {tp2}"
         assert tp2["gpt_error"] < TOL, f"rank {rank}: {tp2}"
+
+
+def test_tp2_roberta_masked_lm_matches_transformers(ranks):
+    for rank, result in enumerate(ranks):
+        roberta = result["tp2"]["roberta"]
+        assert roberta["local_vocab_rows"] == 96 // 2
+        assert roberta["error"] < TOL, f"rank {rank}: {roberta}"
+    assert ranks[0]["tp2"]["roberta"]["round_trip"] == {"same_names": True, "same_values": True}
 
 
 def test_tp2_export_round_trips_exactly(ranks):

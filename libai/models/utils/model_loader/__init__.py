@@ -22,8 +22,10 @@ from .base_loader import Entry, HuggingFaceCheckpointError, ModelLoaderHuggerFac
 from .bert_loader import BertLoaderHuggerFace, load_huggingface_bert
 from .gpt_loader import GPT2LoaderHuggerFace, load_huggingface_gpt2
 from .llama_loader import LlamaLoaderHuggerFace, load_huggingface_llama
+from .roberta_loader import RobertaLoaderHuggerFace, load_huggingface_roberta
 
-_LOADERS = (BertLoaderHuggerFace, GPT2LoaderHuggerFace, LlamaLoaderHuggerFace)
+# RoBERTa before BERT: a RobertaModel is a BertModel.
+_LOADERS = (RobertaLoaderHuggerFace, BertLoaderHuggerFace, GPT2LoaderHuggerFace, LlamaLoaderHuggerFace)
 
 
 def export_to_huggingface(model: nn.Module, out_dir: Union[str, os.PathLike]) -> str:
@@ -43,10 +45,12 @@ __all__ = [
     "Entry",
     "GPT2LoaderHuggerFace",
     "LlamaLoaderHuggerFace",
+    "RobertaLoaderHuggerFace",
     "HuggingFaceCheckpointError",
     "ModelLoaderHuggerFace",
     "export_to_huggingface",
     "load_huggingface_bert",
     "load_huggingface_gpt2",
     "load_huggingface_llama",
+    "load_huggingface_roberta",
 ]
