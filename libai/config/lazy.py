@@ -31,6 +31,7 @@ from __future__ import annotations
 import ast
 import builtins
 import difflib
+import enum
 import itertools
 import keyword
 import logging
@@ -665,7 +666,27 @@ def _to_yaml_data(obj: Any, key: str = "") -> Any:
         return [_to_yaml_data(value, f"{key}[{i}]") for i, value in enumerate(obj)]
     if type(obj) in _YAML_SCALARS:
         return obj
+    if isinstance(obj, enum.Enum) and target_to_string(type(obj)) is not None:
+        # e.g. InterpolationMode.BICUBIC in LiBai's vision configs; `load` turns it back.
+        return {TARGET_KEY: target_to_string(type(obj)), _ENUM_VALUE_KEY: _to_yaml_data(obj.value, key)}
     raise _Unserializable(key, obj)
+
+
+# The one other key of a saved enum member's node ({_target_: EnumClass, value: ...}).
+_ENUM_VALUE_KEY = "value"
+
+
+def _saved_enum_member(node: Any) -> Optional[enum.Enum]:
+    """The enum member a node written by `_to_yaml_data` stands for, or None."""
+    if not (isinstance(node, DictConfig) and _is_group(node) and set(node.keys()) == {TARGET_KEY, _ENUM_VALUE_KEY}):
+        return None
+    try:
+        cls = locate(node[TARGET_KEY]) if isinstance(node[TARGET_KEY], str) else node[TARGET_KEY]
+    except Exception:
+        return None
+    if not (isinstance(cls, type) and issubclass(cls, enum.Enum)):
+        return None
+    return cls(node[_ENUM_VALUE_KEY])
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -691,7 +712,10 @@ def _resolve_targets(node: Any) -> None:
     if isinstance(node, DictConfig) and _is_group(node):
         for key in list(node.keys()):
             child = node._get_node(key)
-            if key == TARGET_KEY and not child._is_interpolation():
+            member = _saved_enum_member(child)
+            if member is not None:
+                node[key] = member
+            elif key == TARGET_KEY and not child._is_interpolation():
                 value = node[key]
                 if isinstance(value, str):
                     try:
@@ -702,7 +726,11 @@ def _resolve_targets(node: Any) -> None:
                 _resolve_targets(child)
     elif isinstance(node, ListConfig) and not node._is_none() and not node._is_missing():
         for i in range(len(node)):
-            _resolve_targets(node._get_node(i))
+            member = _saved_enum_member(node._get_node(i))
+            if member is not None:
+                node[i] = member
+            else:
+                _resolve_targets(node._get_node(i))
 
 
 # --------------------------------------------------------------------------------------

@@ -140,6 +140,19 @@ def test_save_falls_back_to_pickle(tmp_path: Path, caplog: pytest.LogCaptureFixt
     assert instantiate(loaded.a)["fn"](3) == 4
 
 
+def test_save_writes_enum_members_as_yaml(tmp_path: Path) -> None:
+    from libai.data.vision.transforms import InterpolationMode, Resize
+
+    resize = LazyCall(Resize)(size=8, interpolation=InterpolationMode.BICUBIC)
+    cfg = DictConfig({"aug": resize, "modes": [InterpolationMode.NEAREST]}, flags={"allow_objects": True})
+    path = LazyConfig.save(cfg, tmp_path / "config.yaml")
+    assert path == str(tmp_path / "config.yaml")
+    assert "InterpolationMode" in (tmp_path / "config.yaml").read_text()
+    loaded = LazyConfig.load(path)
+    assert loaded.aug.interpolation is InterpolationMode.BICUBIC and loaded.modes[0] is InterpolationMode.NEAREST
+    assert loaded == cfg and instantiate(loaded.aug).interpolation is InterpolationMode.BICUBIC
+
+
 def test_save_pickles_local_target(tmp_path: Path) -> None:
     class Local:  # defined in a function: has no import path
         def __init__(self, v: int) -> None:
