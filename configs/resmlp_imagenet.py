@@ -24,7 +24,7 @@ train.output_dir = "./output_resmlp"
 dataloader.train.dataset[0].root = "/path/to/imagenet"
 dataloader.test[0].dataset.root = "/path/to/imagenet"
 
-dataloader.test[0].dataset.transform = LazyCall(transforms.Compose)(
+resmlp_test_aug = LazyCall(transforms.Compose)(
     transforms=[
         LazyCall(transforms.Resize)(size=int(224 / 0.9), interpolation=InterpolationMode.BICUBIC),
         LazyCall(transforms.CenterCrop)(size=224),
@@ -32,6 +32,7 @@ dataloader.test[0].dataset.transform = LazyCall(transforms.Compose)(
         LazyCall(transforms.Normalize)(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD),
     ]
 )
+dataloader.test[0].dataset.transform = resmlp_test_aug
 
 model.cfg.num_classes = 1000
 model.cfg.loss_func = SoftTargetCrossEntropy()
