@@ -725,6 +725,7 @@ def test_libai_import_paths_resolve():
         "libai.data.data_utils": ["get_indexed_dataset", "MMapIndexedDataset"],
         "libai.models.utils": ["GraphBase", "ModelLoaderHuggerFace", "GPT2LoaderHuggerFace", "BertLoaderHuggerFace"],
         "libai.engine.trainer": ["HookBase"],
+        "libai.inference.generator.generation_utils": ["Generator", "LogitsProcessorList"],
         "libai.config": ["default_argument_parser", "LazyCall", "instantiate", "try_get_key"],
         "libai.models": ["build_model", "build_graph"],
         "libai.layers": ["Conv1D", "build_activation", "drop_path", "DropPath", "SinePositionalEmbedding"],
