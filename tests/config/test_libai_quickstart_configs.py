@@ -1,16 +1,21 @@
 """LiBai's quick-start configs in configs/ load and train: each shrunk by command-line
-overrides, 3 iterations through `tools/train.sh` on one process, then its evaluation.
+overrides, 3 iterations on one process, then its evaluation. The eleven runs share one
+process (tests/helpers/train_in_one_process.py calls `tools/train_net.py`'s `main` for each),
+which saves a process start per config; `tools/train.sh` itself is tested elsewhere.
 
 The NLP configs read the Shakespeare corpora made by `tools/preprocess_data.py`; the vision
 configs read a generated ImageNet-style folder and generated CIFAR-100 files, at the configs'
 own image sizes (224 and 256) with the models made narrow and shallow.
 """
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from tests.helpers.image_data import write_cifar100_python, write_image_folder
-from tests.helpers.runs import REPO, read_metrics, train_sh
+from tests.helpers.runs import REPO, read_metrics
 
 SMALL_NLP = [
     "model.cfg.hidden_layers=2",
@@ -82,41 +87,50 @@ VISION_CASES = {
 
 
 @pytest.fixture(scope="module")
-def image_roots(tmp_path_factory) -> dict:
-    """{"imagenet": ROOT, "cifar100": ROOT} of small generated data."""
+def data_roots(tmp_path_factory) -> dict:
+    """The Shakespeare corpora the NLP configs name (built once per machine) and small
+    generated image data: {"imagenet": ROOT, "cifar100": ROOT}."""
+    from projects.shakespeare.data import shakespeare_indexed_dataset
+
+    shakespeare_indexed_dataset("data/shakespeare", "GPT2Tokenizer")
+    shakespeare_indexed_dataset("data/shakespeare_bert", "BertTokenizer", split_sentences=True, append_eod=False)
+    shakespeare_indexed_dataset("data/shakespeare_roberta", "RobertaTokenizer", split_sentences=True, append_eod=False)
     root = tmp_path_factory.mktemp("images")
     write_image_folder(root / "imagenet", classes=2, per_class=3, size=40)
     write_cifar100_python(root / "cifar", n_train=6, n_test=4)
     return {"imagenet": str(root / "imagenet"), "cifar100": str(root / "cifar")}
 
 
-@pytest.mark.parametrize("name", sorted(VISION_CASES))
-def test_vision_quickstart_config_trains_and_evaluates(image_roots, tmp_path, name):
-    data, overrides = VISION_CASES[name]
-    root = image_roots[data]
-    out = str(tmp_path / name)
-    train_sh(1, out, *VISION, *overrides, f"dataloader.train.dataset.0.root={root}",
-             f"dataloader.test.0.dataset.root={root}", config=os.path.join(REPO, f"configs/{name}.py"))
-    metrics = read_metrics(out)
-    assert [m["iteration"] for m in metrics if "total_loss" in m] == [0, 1, 2]
-    assert any("Acc@1" in k for m in metrics for k in m), f"{name}: no evaluation result in metrics.json"
+def _runs(roots: dict, out: str) -> dict:
+    """{name: (config file, overrides)} of the eleven configs, shrunk."""
+    runs = {name: (os.path.join(REPO, config), [*SMALL_NLP, *overrides]) for name, (config, overrides) in CASES.items()}
+    for name, (data, overrides) in VISION_CASES.items():
+        root = roots[data]
+        runs[name] = (os.path.join(REPO, f"configs/{name}.py"), [*VISION, *overrides, f"dataloader.train.dataset.0.root={root}",
+                                                                 f"dataloader.test.0.dataset.root={root}"])
+    return runs
 
 
 @pytest.fixture(scope="module")
-def shakespeare_data():
-    """The indexed corpora the configs' data sections name (built once per machine)."""
-    from projects.shakespeare.data import shakespeare_indexed_dataset
+def trained(data_roots, tmp_path_factory) -> str:
+    """The folder holding one output folder per config, all trained in one process."""
+    out = str(tmp_path_factory.mktemp("quickstart"))
+    runs = [[config, os.path.join(out, name), overrides] for name, (config, overrides) in _runs(data_roots, out).items()]
+    spec = os.path.join(out, "runs.json")
+    with open(spec, "w") as f:
+        json.dump(runs, f)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tests/helpers/train_in_one_process.py"), spec],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    return out
 
-    shakespeare_indexed_dataset("data/shakespeare", "GPT2Tokenizer")
-    shakespeare_indexed_dataset("data/shakespeare_bert", "BertTokenizer", split_sentences=True, append_eod=False)
-    shakespeare_indexed_dataset("data/shakespeare_roberta", "RobertaTokenizer", split_sentences=True, append_eod=False)
 
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_quickstart_config_trains_and_evaluates(shakespeare_data, tmp_path, name):
-    config, overrides = CASES[name]
-    out = str(tmp_path / name)
-    train_sh(1, out, *SMALL_NLP, *overrides, config=os.path.join(REPO, config))
+@pytest.mark.parametrize("name", sorted([*CASES, *VISION_CASES]))
+def test_quickstart_config_trains_and_evaluates(trained, name):
+    out = os.path.join(trained, name)
+    error = os.path.join(out, "run_error.txt")
+    assert not os.path.exists(error), open(error).read()
     metrics = read_metrics(out)
     assert [m["iteration"] for m in metrics if "total_loss" in m] == [0, 1, 2]
     evaluated = {k for m in metrics for k in m if "PPL" in k or "Acc@1" in k}
