@@ -84,29 +84,36 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 import torch.distributed as torch_dist
 from torch import nn
-from torch.distributed.pipelining import (
-    PipelineStage,
-    Schedule1F1B,
-    ScheduleGPipe,
-    ScheduleInterleaved1F1B,
-)
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 from libai.utils import distributed as dist
 
+if TYPE_CHECKING:
+    from torch.distributed.pipelining import PipelineStage
+
 logger = logging.getLogger(__name__)
 
+# Schedule name -> class name in `torch.distributed.pipelining`. That module is imported only
+# when a pipeline is built: it imports torch._dynamo (about 0.5 s), which no other part of
+# a run needs, and every launched process imports this engine.
 SCHEDULES = {
-    "GPipe": ScheduleGPipe,
-    "1F1B": Schedule1F1B,
-    "Interleaved1F1B": ScheduleInterleaved1F1B,
+    "GPipe": "ScheduleGPipe",
+    "1F1B": "Schedule1F1B",
+    "Interleaved1F1B": "ScheduleInterleaved1F1B",
 }
+
+
+def _pipelining() -> Any:
+    """`torch.distributed.pipelining`, imported on first use (see `SCHEDULES`)."""
+    import torch.distributed.pipelining as pipelining
+
+    return pipelining
 
 
 # The keyword under which `step` hands the schedule micro-batch indices instead of data.
@@ -486,7 +493,7 @@ def make_stage_with_backward_hook(
     installed torch (count and timing of the calls under every schedule), so a torch that
     changes it fails there, not as a silently wrong gradient.
     """
-    return PipelineStage(
+    return _pipelining().PipelineStage(
         submodule, stage_index, num_stages, device, group=group, dw_builder=lambda: after_backward
     )
 
@@ -633,7 +640,7 @@ class PipelineEngine:
             self.on_microbatch_backward()
 
     def _make_schedule(self):
-        cls = SCHEDULES[self.schedule_name]
+        cls = getattr(_pipelining(), SCHEDULES[self.schedule_name])
         stages = self.stages if self.schedule_name == "Interleaved1F1B" else self.stages[0]
         return cls(stages, self.num_microbatches, loss_fn=self._schedule_loss, scale_grads=False)
 
